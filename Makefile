@@ -1,0 +1,58 @@
+# One entry point for everything. `make run` and `make test` are the two set-up commands:
+# each creates .venv and installs what it needs on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL_BASE_PATH ?= $(CURDIR)/my_image_classifier
+KERAS_MODEL := scripts/inception.keras
+
+.PHONY: run test test-fast bench loadtest model export system-deps venv clean
+
+# Both servers up on 127.0.0.1 (model server :9000, gateway :5000), ready for a sample request.
+run: venv model
+	$(PY) scripts/auto_cmd.py --model-base-path $(MODEL_BASE_PATH)
+
+# The whole test suite (what .ci/run calls).
+test: venv system-deps
+	$(PY) -m pytest
+
+# Everything except the InceptionV3 and browser cases.
+test-fast: venv
+	$(PY) -m pytest -m "not inception and not browser"
+
+bench: venv system-deps
+	$(PY) -m bench
+
+loadtest: venv
+	$(PY) -m bench.loadtest
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-gateway.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Redis (shared rate limits) and Chromium (the web page test) come from Debian's packages.
+system-deps:
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
+	  echo "Installing redis-server and chromium (Debian packages)..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q redis-server chromium; }
+
+# ImageNet weights where they can be downloaded; otherwise untrained weights, with a loud warning.
+$(KERAS_MODEL):
+	$(PY) scripts/download_inceptionv3_model.py --weights imagenet || \
+	  $(PY) scripts/download_inceptionv3_model.py --weights none
+
+model: venv $(KERAS_MODEL)
+	@ls -d $(MODEL_BASE_PATH)/[0-9]* >/dev/null 2>&1 || $(PY) scripts/export_saved_model.py --model $(KERAS_MODEL) --base-path $(MODEL_BASE_PATH)
+
+# Export the next version (the running model server picks it up).
+export: venv $(KERAS_MODEL)
+	$(PY) scripts/export_saved_model.py --model $(KERAS_MODEL) --base-path $(MODEL_BASE_PATH)
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

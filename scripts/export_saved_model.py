@@ -1,0 +1,182 @@
+"""Export a saved Keras image classifier as the next version of a TF Serving model directory.
+
+Writes ``<base_path>/<N>/`` (a SavedModel) where N is the next free integer version, or ``--version``.
+The version is written into a hidden temporary directory beside it and renamed into place, so a
+model server polling ``base_path`` never sees a half-written version.
+
+Signatures (stable names, documented in the README):
+
+* ``serving_default``: input ``image`` float32 ``[batch, H, W, 3]``, already preprocessed;
+  output ``probabilities`` float32 ``[batch, classes]``.
+* ``serving_bytes``: input ``pixels_bytes`` string ``[batch]``, each element the raw little-endian
+  float32 bytes of one preprocessed ``H x W x 3`` image (send as ``{"b64": ...}``); same output.
+  This is the gateway's fast path: 1.4 MB of base64 instead of 5.8 MB of float JSON per image.
+
+``assets.extra/export_info.json`` records where the weights came from (``imagenet``, a file, or
+``untrained``), the input size and the preprocessing mode, so both servers can report them.
+
+Typical usage::
+
+    python scripts/export_saved_model.py --model scripts/inception.keras --base-path my_image_classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SERVING_DEFAULT = "serving_default"
+SERVING_BYTES = "serving_bytes"
+INPUT_IMAGE = "image"
+INPUT_PIXELS_BYTES = "pixels_bytes"
+OUTPUT_PROBABILITIES = "probabilities"
+EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
+DEFAULT_MODEL = Path(__file__).resolve().parent / "inception.keras"
+DEFAULT_BASE_PATH = Path(__file__).resolve().parents[1] / "my_image_classifier"
+
+
+class ExportError(RuntimeError):
+    """The export cannot go ahead (version exists, bad model); the message says what to do."""
+
+
+def existing_versions(base_path: Path) -> list[int]:
+    """Numeric version directories under ``base_path``, sorted (non-numeric names are ignored)."""
+    if not base_path.is_dir():
+        return []
+    return sorted(int(p.name) for p in base_path.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(base_path: Path) -> int:
+    """One more than the highest existing version, or 1."""
+    versions = existing_versions(base_path)
+    return versions[-1] + 1 if versions else 1
+
+
+def export_keras_model(model: Any, base_path: str | Path, version: int | None = None, force: bool = False,
+                       info: dict | None = None, log: Callable[[str], None] = print) -> Path:
+    """Write ``model`` as ``base_path/<version>/`` with the signatures above and return that path.
+
+    Raises ExportError if the version exists and ``force`` is false.
+    """
+    import tensorflow as tf  # imported here so --help and errors stay fast
+
+    base_path = Path(base_path).resolve()
+    base_path.mkdir(parents=True, exist_ok=True)
+    version = next_version(base_path) if version is None else int(version)
+    if version < 0:
+        raise ExportError(f"version must be a non-negative integer, got {version}")
+    target = base_path / str(version)
+    if target.exists() and not force:
+        raise ExportError(f"{target} already exists; pass --force to overwrite it or omit --version")
+
+    input_shape = tuple(model.inputs[0].shape[1:])
+    if len(input_shape) != 3 or None in input_shape:
+        raise ExportError(f"expected a model with a fixed (H, W, C) image input, got {input_shape}")
+    height, width, channels = (int(d) for d in input_shape)
+
+    module = tf.Module()
+    module.model = model
+
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name=INPUT_IMAGE)])
+    def serving_default(image):
+        return {OUTPUT_PROBABILITIES: module.model(image, training=False)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_PIXELS_BYTES)])
+    def serving_bytes(pixels_bytes):
+        pixels = tf.io.decode_raw(pixels_bytes, tf.float32, little_endian=True)
+        image = tf.reshape(pixels, [-1, height, width, channels])
+        return {OUTPUT_PROBABILITIES: module.model(image, training=False)}
+
+    module.serving_default = serving_default
+    module.serving_bytes = serving_bytes
+    export_info = {
+        "input_size": [height, width],
+        "channels": channels,
+        "classes": int(model.outputs[0].shape[-1]),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "signatures": {
+            SERVING_DEFAULT: {"inputs": {INPUT_IMAGE: "float32[batch,H,W,C]"}, "outputs": [OUTPUT_PROBABILITIES]},
+            SERVING_BYTES: {"inputs": {INPUT_PIXELS_BYTES: "string[batch] of float32 HWC bytes"},
+                            "outputs": [OUTPUT_PROBABILITIES]},
+        },
+        **(info or {}),
+    }
+
+    # Hidden and non-numeric, so pollers skip it; on the same filesystem, so the rename is atomic.
+    staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=base_path))
+    os.chmod(staging, 0o755)
+    try:
+        log(f"[1/3] tracing signatures {SERVING_DEFAULT}, {SERVING_BYTES} for input {height}x{width}x{channels}")
+        started = time.monotonic()
+        tf.saved_model.save(module, str(staging),
+                            signatures={SERVING_DEFAULT: serving_default, SERVING_BYTES: serving_bytes})
+        (staging / EXPORT_INFO_PATH).parent.mkdir(parents=True, exist_ok=True)
+        (staging / EXPORT_INFO_PATH).write_text(json.dumps(export_info, indent=2) + "\n")
+        log(f"[2/3] saved in {time.monotonic() - started:.1f} s, {_size_mb(staging):.1f} MB")
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(staging, target)
+        log(f"[3/3] version {version} in place at {target}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if (info or {}).get("weights") == "untrained":
+        log(_UNTRAINED_WARNING)
+    return target
+
+
+_UNTRAINED_WARNING = (
+    "\n" + "!" * 78 + "\n"
+    "!! WARNING: this version has UNTRAINED weights: its predictions are meaningless.\n"
+    "!! Download ImageNet weights (needs internet) or pass a local weights file to\n"
+    "!! scripts/download_inceptionv3_model.py, then export again.\n" + "!" * 78 + "\n"
+)
+
+
+def _size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def read_model_info(model_path: Path) -> dict:
+    """The sidecar ``<model>.json`` written by the download script (weights origin), or {}."""
+    sidecar = model_path.with_name(model_path.name + ".json")
+    return json.loads(sidecar.read_text()) if sidecar.exists() else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="saved Keras model (.keras or .h5)")
+    parser.add_argument("--base-path", type=Path, default=DEFAULT_BASE_PATH,
+                        help="model directory the model server polls (default: my_image_classifier/)")
+    parser.add_argument("--version", type=int, help="version number (default: the next free one)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+    parser.add_argument("--preprocessing", default="tf", choices=["tf", "caffe", "torch"],
+                        help="preprocessing mode the model expects (recorded for clients)")
+    args = parser.parse_args(argv)
+    if not args.model.exists():
+        print(f"error: {args.model} not found; run scripts/download_inceptionv3_model.py first", file=sys.stderr)
+        return 2
+    print(f"loading {args.model} ...")
+    import keras
+
+    model = keras.models.load_model(args.model, compile=False)
+    info = {"model": model.name, "preprocessing": args.preprocessing, "weights": "unknown",
+            **read_model_info(args.model)}
+    try:
+        export_keras_model(model, args.base_path, args.version, args.force, info)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
