@@ -1,0 +1,175 @@
+"""Image bytes -> the float32 array an ImageNet classifier expects, with numpy and Pillow only.
+
+The gateway must stay free of TensorFlow, yet its inputs must equal what Keras would feed the model.
+So this module mirrors, step by step, ``keras.utils.load_img(path, color_mode="rgb",
+target_size=size, interpolation=...)`` + ``img_to_array`` + ``keras.applications.<model>.preprocess_input``
+(Keras 3.15: ``keras/src/utils/image_utils.py`` and ``keras/src/applications/imagenet_utils.py``):
+
+* colour: ``img.convert("RGB")`` for any mode that is not RGB, exactly as Keras does. That includes
+  Pillow's quirks: RGBA/LA/P transparency is dropped (not composited on white), CMYK uses Pillow's
+  naive conversion, and 16-bit / 32-bit grey (``I;16``, ``I``, ``F``) is *clipped* to 0..255, not
+  rescaled, so a typical 16-bit PNG comes out very bright. Matching Keras means the model sees what
+  it would see in a Keras notebook; tests check equality for every mode.
+* resize: ``img.resize((width, height), resample)`` with the same filter, skipped when the size
+  already matches (Keras skips it too). Keras' ``target_size`` is (height, width); so is ``size`` here.
+* scaling: the same in-place float32 operations in the same order as ``_preprocess_numpy_input``,
+  so results are bit-identical, not merely close.
+
+One deliberate difference: ``decode_image`` applies the EXIF orientation tag
+(``ImageOps.exif_transpose``) and Keras does not. Phones store portrait photos as landscape pixels
+plus a tag; ignoring it classifies a sideways picture. For images without the tag (all of
+``test_images/``) the results are identical to Keras.
+
+Untrusted input: only JPEG/PNG/WebP/GIF/BMP are opened (no EPS, which would start Ghostscript), the
+pixel count is checked from the header *before* any pixel is decoded, and truncated or corrupt
+files raise ``ImageDecodeError`` instead of being silently padded.
+
+``draft=True`` lets libjpeg decode JPEGs at 1/2, 1/4 or 1/8 scale (DCT scaling), which is about
+4x faster for a 2 MP photo but gives slightly different pixels from Keras (see the README figures),
+so it is off by default.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Formats a browser or phone uploads. Camera multi-picture JPEGs open through the JPEG plugin
+# (Pillow then reports their format as "MPO").
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+DEFAULT_MAX_PIXELS = 40_000_000
+MODES = ("tf", "caffe", "torch", "none")
+# keras.src.utils.image_utils.PIL_INTERPOLATION_METHODS
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "hamming": Image.Resampling.HAMMING,
+    "box": Image.Resampling.BOX,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+# keras.src.applications.imagenet_utils._preprocess_numpy_input
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATIONS_SWAPPING_AXES = (5, 6, 7, 8)
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image this service accepts (not an image, corrupt, truncated)."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The image header claims more pixels than allowed; nothing was decoded."""
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *,
+                 draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode ``data`` into an RGB image with EXIF orientation applied.
+
+    Animated GIF/WebP give their first frame. ``draft_size`` (height, width) lets JPEGs decode at a
+    reduced scale that is still at least that size (faster, not identical to Keras).
+
+    Raises ImageTooLargeError if width x height exceeds ``max_pixels`` (checked from the header,
+    before decoding), ImageDecodeError for anything that is not a complete, valid image.
+    """
+    if not data:
+        raise ImageDecodeError("empty image data")
+    try:
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:  # Pillow's own, higher limit
+        raise ImageTooLargeError(f"image too large: {exc}") from exc
+    except Exception as exc:  # Pillow raises many types for garbage input; all mean the same here
+        raise ImageDecodeError(
+            f"not a supported image (expected {', '.join(ALLOWED_FORMATS)}): {_describe(exc)}") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+    orientation = _orientation(image)
+    try:
+        if draft_size is not None:
+            _apply_draft(image, draft_size, swap=orientation in _ORIENTATIONS_SWAPPING_AXES)
+        image.load()  # decode now so corrupt or truncated data fails here, not later
+        if orientation != 1:
+            # Only when needed: exif_transpose copies the image even when there is nothing to do.
+            image = ImageOps.exif_transpose(image)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+    except Exception as exc:
+        raise ImageDecodeError(f"corrupt or truncated {image.format} image: {_describe(exc)}") from exc
+    return image
+
+
+def preprocess(image: Image.Image, size: tuple[int, int], mode: str = "tf", interpolation: str = "nearest",
+               draft: bool = False) -> np.ndarray:
+    """Resize an RGB image to ``size`` (height, width) and scale it; returns float32 (H, W, 3).
+
+    ``mode`` is a ``keras.applications`` preprocessing mode: ``tf`` (-1..1, InceptionV3),
+    ``caffe`` (BGR minus ImageNet means, ResNet50/VGG), ``torch`` (0..1 then ImageNet mean/std,
+    DenseNet), or ``none`` (raw 0..255 floats). ``draft`` only has an effect on a JPEG that has not
+    been loaded yet (straight from ``Image.open``); images from ``decode_image`` are already decoded,
+    so use ``load_and_preprocess(..., draft=True)`` or ``decode_image(..., draft_size=size)`` instead.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(MODES)}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {', '.join(INTERPOLATIONS)}")
+    height, width = size
+    if draft and getattr(image, "tile", None):
+        _apply_draft(image, size)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), INTERPOLATIONS[interpolation])
+    # The uint8 -> float32 cast is the one copy; everything after is in place, as in Keras.
+    x = np.asarray(image, dtype=np.float32)
+    if mode == "tf":
+        x /= 127.5
+        x -= 1.0
+    elif mode == "torch":
+        x /= 255.0
+        # Per-channel float32 ops, identical to Keras' x[..., c] -= mean[c]; x[..., c] /= std[c].
+        x -= np.asarray(TORCH_MEAN, dtype=np.float32)
+        x /= np.asarray(TORCH_STD, dtype=np.float32)
+    elif mode == "caffe":
+        x = np.ascontiguousarray(x[..., ::-1])  # RGB -> BGR; contiguous so tobytes() is cheap
+        x -= np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)
+    return x
+
+
+def load_and_preprocess(data: bytes, size: tuple[int, int], mode: str = "tf", interpolation: str = "nearest",
+                        max_pixels: int = DEFAULT_MAX_PIXELS, draft: bool = False) -> np.ndarray:
+    """``decode_image`` + ``preprocess``: image file bytes -> float32 (H, W, 3) model input.
+
+    Raises ImageDecodeError / ImageTooLargeError for bad input, ValueError for a bad mode.
+    """
+    image = decode_image(data, max_pixels, draft_size=size if draft else None)
+    return preprocess(image, size, mode, interpolation)
+
+
+def _apply_draft(image: Image.Image, size: tuple[int, int], swap: bool = False) -> None:
+    """Ask libjpeg for the smallest DCT scale that still covers ``size`` (no-op for other formats)."""
+    if image.format not in ("JPEG", "MPO"):
+        return
+    height, width = size
+    # The EXIF rotation happens after decoding, so a 90-degree photo needs the swapped size.
+    image.draft("RGB", (height, width) if swap else (width, height))
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 = upright); a damaged EXIF block must not reject a readable photo."""
+    try:
+        orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
