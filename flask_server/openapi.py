@@ -1,0 +1,7 @@
+"""Placeholder: filled in shortly."""
+
+from __future__ import annotations
+
+
+def init_app(app, config) -> None:
+    """Nothing yet."""
