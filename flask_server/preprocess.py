@@ -34,7 +34,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Formats a browser or phone uploads. Camera multi-picture JPEGs open through the JPEG plugin
 # (Pillow then reports their format as "MPO").
@@ -78,31 +78,31 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *,
     """
     if not data:
         raise ImageDecodeError("empty image data")
-    try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError as exc:  # Pillow's own, higher limit
-        raise ImageTooLargeError(f"image too large: {exc}") from exc
-    except Exception as exc:  # Pillow raises many types for garbage input; all mean the same here
-        raise ImageDecodeError(
-            f"not a supported image (expected {', '.join(ALLOWED_FORMATS)}): {_describe(exc)}") from exc
+    image = _open(data)
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
     if width < 1 or height < 1:
         raise ImageDecodeError(f"image has no pixels ({width}x{height})")
-    orientation = _orientation(image)
+    kind = image.format
     try:
+        if kind == "PNG":
+            # load() does not check IDAT checksums, so flipped bytes would decode to garbage pixels.
+            image.verify()
+            image = _open(data)
         if draft_size is not None:
-            _apply_draft(image, draft_size, swap=orientation in _ORIENTATIONS_SWAPPING_AXES)
+            _apply_draft(image, draft_size)
         image.load()  # decode now so corrupt or truncated data fails here, not later
+        # After load(): a PNG may keep its EXIF after the pixel data, and getexif() would load it.
+        orientation = _orientation(image)
         if orientation != 1:
             # Only when needed: exif_transpose copies the image even when there is nothing to do.
             image = ImageOps.exif_transpose(image)
         if image.mode != "RGB":
             image = image.convert("RGB")
     except Exception as exc:
-        raise ImageDecodeError(f"corrupt or truncated {image.format} image: {_describe(exc)}") from exc
+        raise ImageDecodeError(f"corrupt or truncated {kind} image: {_describe(exc)}") from exc
     return image
 
 
@@ -153,12 +153,26 @@ def load_and_preprocess(data: bytes, size: tuple[int, int], mode: str = "tf", in
     return preprocess(image, size, mode, interpolation)
 
 
-def _apply_draft(image: Image.Image, size: tuple[int, int], swap: bool = False) -> None:
+def _open(data: bytes) -> Image.Image:
+    """Identify the format and read the header only (no pixel data is decoded here)."""
+    try:
+        return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:  # Pillow's own, higher limit
+        raise ImageTooLargeError(f"image too large: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"not a supported image (expected {', '.join(ALLOWED_FORMATS)})") from exc
+    except Exception as exc:  # Pillow raises many types for garbage input; all mean the same here
+        raise ImageDecodeError(f"unreadable image header: {_describe(exc)}") from exc
+
+
+def _apply_draft(image: Image.Image, size: tuple[int, int]) -> None:
     """Ask libjpeg for the smallest DCT scale that still covers ``size`` (no-op for other formats)."""
     if image.format not in ("JPEG", "MPO"):
         return
     height, width = size
     # The EXIF rotation happens after decoding, so a 90-degree photo needs the swapped size.
+    # (JPEG EXIF sits in the header: reading it here decodes no pixels.)
+    swap = _orientation(image) in _ORIENTATIONS_SWAPPING_AXES
     image.draft("RGB", (height, width) if swap else (width, height))
 
 
