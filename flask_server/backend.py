@@ -1,0 +1,299 @@
+"""TF Serving REST client: one pooled session per model server, explicit timeouts, and every
+``requests`` exception translated into the gateway's error tree at one boundary (``_translate``).
+
+Speaks the REST API that both ``tensorflow_model_server`` and ``python -m model_server`` serve::
+
+    GET  /v1/models/NAME                          -> {"model_version_status": [{"version": "3", "state": ...}]}
+    GET  /v1/models/NAME[/versions/V|/labels/L]/metadata -> {"model_spec": {"version": "3"}, "metadata": {...}}
+    POST /v1/models/NAME/versions/V:predict       {"signature_name", "instances"} -> {"predictions"}
+
+Which version answered: TF Serving's predict reply does not say, so the gateway picks the version
+itself (``VersionTracker``) and always calls ``/versions/V:predict``; the reported version is
+therefore the one that computed the scores. Latest: the highest AVAILABLE version in the model's
+status. ``version_label``: the version the model server's metadata reports for
+``/labels/L/metadata`` (``model_spec.version``). Both are cached for ``STATUS_TTL`` seconds, so a
+newly loaded version is used and reported about a second after it becomes AVAILABLE. If the
+model server answers 404 for the chosen version (unloaded by a hot swap), the status is refreshed
+and the call retried once on the new version.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from flask_server.config import GatewayConfig
+from flask_server.errors import (BadModelServerReply, ModelNotAvailable, ModelServerTimeout,
+                                 ModelServerUnavailable)
+from flask_server.request_id import REQUEST_ID_HEADER
+
+if TYPE_CHECKING:  # models.py imports this module; the spec is only needed for type hints here
+    from flask_server.models import ModelSpec
+
+STATUS_TTL = 1.0
+OUTPUT_PROBABILITIES = "probabilities"
+AVAILABLE = "AVAILABLE"
+# TF Serving JSON keys (tensorflow_serving/util/json_tensor.cc)
+SIGNATURE_NAME_KEY = "signature_name"
+INSTANCES_KEY = "instances"
+PREDICTIONS_KEY = "predictions"
+B64_KEY = "b64"
+ERROR_KEY = "error"
+MODEL_VERSION_STATUS_KEY = "model_version_status"
+JSON_CONTENT_TYPE = "application/json"
+# Longest piece of a model server reply quoted in an error message.
+_QUOTE_LIMIT = 200
+_ERRNO_REASON = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+T = TypeVar("T")
+
+
+class ModelServerClient:
+    """Client of one model server's REST API.
+
+    ``timeout`` is ``(connect, read)`` seconds; ``session`` may be injected (tests, custom TLS).
+    """
+
+    def __init__(self, base_url: str, timeout: tuple[float, float] = (2.0, 10.0), pool_size: int = 16,
+                 session: requests.Session | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        if session is None:
+            session = requests.Session()
+            # No retries: a retried predict doubles the wait, and errors must surface as 502/503/504.
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
+
+    @classmethod
+    def from_config(cls, base_url: str, config: GatewayConfig) -> ModelServerClient:
+        """A client with the gateway's timeouts and pool size."""
+        return cls(base_url, (config.backend_connect_timeout, config.backend_timeout), config.backend_pool_size)
+
+    def model_status(self, name: str, request_id: str | None = None) -> list[dict[str, Any]]:
+        """The model's ``model_version_status`` list; ModelNotAvailable if the server does not know it."""
+        reply = self._request("GET", model_path(name), request_id=request_id)
+        versions = reply.get(MODEL_VERSION_STATUS_KEY)
+        if not isinstance(versions, list) or not all(isinstance(v, dict) for v in versions):
+            raise BadModelServerReply(f"model server {self.base_url}: status of {name!r} has no "
+                                      f"{MODEL_VERSION_STATUS_KEY} list: {_quote(reply)}")
+        return versions
+
+    def model_metadata(self, name: str, version: int | None = None, label: str | None = None,
+                       request_id: str | None = None) -> dict[str, Any]:
+        """The model's metadata reply (``model_spec``, ``metadata``) for a version, a label or the latest."""
+        return self._request("GET", model_path(name, version, label) + "/metadata", request_id=request_id)
+
+    def predict(self, spec: ModelSpec, batch: np.ndarray, version: int, request_id: str | None = None) -> np.ndarray:
+        """Scores (N, classes) float32 for ``batch`` (N, H, W, 3) float32 from that exact version."""
+        body = encode_predict_request(spec, batch)
+        reply = self._request("POST", model_path(spec.model_name, version) + ":predict", body, request_id)
+        return decode_predictions(reply, batch.shape[0], f"model server {self.base_url}")
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.session.close()
+
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 request_id: str | None = None) -> dict[str, Any]:
+        """One call; returns the decoded JSON object or raises a BackendError subclass."""
+        url = self.base_url + path
+        headers = {"Accept": JSON_CONTENT_TYPE}
+        if body is not None:
+            headers["Content-Type"] = JSON_CONTENT_TYPE
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
+        with self._translate(method, url):
+            response = self.session.request(method, url, data=body, headers=headers, timeout=self.timeout)
+        try:
+            reply = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            reply = None
+        if response.status_code == 200:
+            if isinstance(reply, dict):
+                return reply
+            raise BadModelServerReply(f"model server {method} {url} answered with a body that is not a "
+                                      f"JSON object: {_quote(response.content)}")
+        message = (reply.get(ERROR_KEY) if isinstance(reply, dict) else None) or _quote(response.content)
+        if response.status_code == 404:
+            raise ModelNotAvailable(f"model server {self.base_url}: {message}")
+        if response.status_code == 503:
+            raise ModelServerUnavailable(f"model server {self.base_url} is unavailable: {message}")
+        if response.status_code == 504:
+            raise ModelServerTimeout(f"model server {self.base_url} timed out: {message}")
+        if 400 <= response.status_code < 500:
+            # We built the request, so a 4xx means the gateway's model config does not fit the model.
+            raise BadModelServerReply(f"model server {self.base_url} rejected the gateway's request "
+                                      f"({response.status_code}): {message}")
+        raise BadModelServerReply(f"model server {self.base_url} failed ({response.status_code}): {message}")
+
+    @contextlib.contextmanager
+    def _translate(self, method: str, url: str) -> Iterator[None]:
+        """Map ``requests`` exceptions to the gateway's tree, chained; unknown ones propagate."""
+        connect, read = self.timeout
+        try:
+            yield
+        except requests.ConnectTimeout as exc:  # before ConnectionError: it is both
+            raise ModelServerUnavailable(f"cannot connect to the model server at {self.base_url} "
+                                         f"within {connect:g} s") from exc
+        except requests.ReadTimeout as exc:
+            raise ModelServerTimeout(f"model server {method} {url} did not answer within {read:g} s") from exc
+        except requests.ConnectionError as exc:
+            raise ModelServerUnavailable(f"cannot reach the model server at {self.base_url}: "
+                                         f"{_reason(exc)}") from exc
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+            raise BadModelServerReply(f"model server {method} {url} sent a broken reply: {_reason(exc)}") from exc
+
+
+class VersionTracker:
+    """Which version of one model to call (and report), cached for ``ttl`` seconds; see module doc."""
+
+    def __init__(self, client: ModelServerClient, model_name: str, version: int | None = None,
+                 label: str | None = None, ttl: float = STATUS_TTL, clock: Callable[[], float] = time.monotonic):
+        self.client = client
+        self.model_name = model_name
+        self.pinned_version = version
+        self.label = label
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, int] | None = None  # (expires at, version)
+        self._export_info: dict[int, dict[str, Any]] = {}
+
+    def current(self, refresh: bool = False) -> int:
+        """The version to call now; raises ModelNotAvailable if there is none."""
+        cached = self._cached
+        if not refresh and cached is not None and cached[0] > self.clock():
+            return cached[1]
+        version = self._resolve()
+        with self._lock:
+            self._cached = (self.clock() + self.ttl, version)
+        return version
+
+    def predict(self, call: Callable[[int], T]) -> tuple[T, int]:
+        """``call(version)`` on the current version; on 404 (version unloaded) refresh and retry once."""
+        version = self.current()
+        try:
+            return call(version), version
+        except ModelNotAvailable:
+            fresh = self.current(refresh=True)
+            if fresh == version:
+                raise
+            return call(fresh), fresh
+
+    def export_info(self, version: int) -> dict[str, Any]:
+        """The version's ``export_info`` from the metadata (fetched once per version), or {}."""
+        info = self._export_info.get(version)
+        if info is None:
+            reply = self.client.model_metadata(self.model_name, version)
+            info = _export_info(reply)
+            with self._lock:
+                self._export_info[version] = info
+        return info
+
+    def _resolve(self) -> int:
+        if self.label is not None:
+            reply = self.client.model_metadata(self.model_name, label=self.label)
+            version = _spec_version(reply)
+            if version is None:
+                raise BadModelServerReply(f"metadata of {self.model_name!r} label {self.label!r} has no "
+                                          f"model_spec.version: {_quote(reply)}")
+            self._export_info.setdefault(version, _export_info(reply))
+            return version
+        statuses = self.client.model_status(self.model_name)
+        available = sorted(_version_number(s) for s in statuses if s.get("state") == AVAILABLE)
+        if self.pinned_version is not None:
+            if self.pinned_version in available:
+                return self.pinned_version
+            raise ModelNotAvailable(f"version {self.pinned_version} of model {self.model_name!r} is not "
+                                    f"AVAILABLE on {self.client.base_url} ({_describe_states(statuses)})")
+        if not available:
+            raise ModelNotAvailable(f"model {self.model_name!r} has no AVAILABLE version on "
+                                    f"{self.client.base_url} ({_describe_states(statuses)})")
+        return available[-1]
+
+
+def model_path(name: str, version: int | None = None, label: str | None = None) -> str:
+    """``/v1/models/NAME[/versions/V | /labels/L]`` (TF Serving's URL grammar)."""
+    path = f"/v1/models/{name}"
+    if version is not None:
+        return f"{path}/versions/{version}"
+    if label is not None:
+        return f"{path}/labels/{label}"
+    return path
+
+
+def encode_predict_request(spec: ModelSpec, batch: np.ndarray) -> bytes:
+    """The predict body for ``spec``'s signature: raw float32 bytes as b64, or float JSON."""
+    if spec.input_format == "raw_float32_b64":
+        # Little-endian float32 HWC bytes per image; base64 is 4/3 of that, float JSON ~5x.
+        batch = np.ascontiguousarray(batch, dtype="<f4")
+        instances: list[Any] = [{spec.input_name: {B64_KEY: base64.b64encode(image.tobytes()).decode("ascii")}}
+                                for image in batch]
+        return orjson.dumps({SIGNATURE_NAME_KEY: spec.signature, INSTANCES_KEY: instances})
+    instances = [{spec.input_name: image} for image in np.asarray(batch, dtype=np.float32)]
+    return orjson.dumps({SIGNATURE_NAME_KEY: spec.signature, INSTANCES_KEY: instances},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_predictions(reply: dict[str, Any], batch_size: int, where: str) -> np.ndarray:
+    """``reply["predictions"]`` as float32 (batch_size, classes); BadModelServerReply if it is not that."""
+    predictions = reply.get(PREDICTIONS_KEY)
+    if isinstance(predictions, list) and predictions and isinstance(predictions[0], dict):
+        # Signatures with several outputs answer one object per instance.
+        predictions = [p.get(OUTPUT_PROBABILITIES) if isinstance(p, dict) else p for p in predictions]
+    try:
+        scores = np.asarray(predictions, dtype=np.float32)
+    except (TypeError, ValueError):
+        scores = None
+    if scores is None or scores.ndim != 2 or scores.shape[0] != batch_size:
+        raise BadModelServerReply(f"{where}: expected {PREDICTIONS_KEY!r} with {batch_size} row(s) of "
+                                  f"{OUTPUT_PROBABILITIES}, got {_quote(reply)}")
+    return scores
+
+
+def _export_info(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata.export_info`` (our model server's extension); {} from tensorflow_model_server."""
+    info = (metadata.get("metadata") or {}).get("export_info") if isinstance(metadata, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
+def _spec_version(metadata: dict[str, Any]) -> int | None:
+    try:
+        return int(metadata["model_spec"]["version"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _version_number(status: dict[str, Any]) -> int:
+    try:
+        return int(status.get("version"))
+    except (TypeError, ValueError) as exc:
+        raise BadModelServerReply(f"model status has a non-integer version: {_quote(status)}") from exc
+
+
+def _describe_states(statuses: list[dict[str, Any]]) -> str:
+    states = ", ".join(f"version {s.get('version')} {s.get('state')}" for s in statuses)
+    return f"states: {states}" if states else "no versions"
+
+
+def _reason(exc: BaseException) -> str:
+    """'Connection refused' from requests' long wrapped messages, else the exception type."""
+    match = _ERRNO_REASON.search(str(exc))
+    return match.group(1).strip() if match else type(exc).__name__
+
+
+def _quote(value: Any) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else repr(value)
+    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."

@@ -1,0 +1,151 @@
+"""Request bodies -> image file bytes. Pure functions of the body; no model, no Flask app state.
+
+Accepted bodies (``images_from_request`` picks by Content-Type):
+
+* ``application/json``: ``{"b64": "<image>"}`` (one image) or ``{"instances": [{"b64": ...}, ...]}``
+  (a batch). Any other top-level field is rejected with 400, so a typo such as ``"b46"`` or
+  ``"instance"`` is reported instead of silently ignored.
+* ``multipart/form-data``: a file in field ``file`` (or ``image``), or a form field ``b64``.
+* ``application/x-www-form-urlencoded``: form field ``b64`` (the tutorial's client).
+* ``image/*``: the body is the image file itself.
+
+Base64 is forgiving about what users paste and strict about everything else: standard or URL-safe
+alphabet, padding optional, whitespace and newlines ignored, an optional ``data:image/...;base64,``
+prefix. Anything else is a 400 that quotes the offending value.
+"""
+
+from __future__ import annotations
+
+import binascii
+import dataclasses
+import re
+from typing import Any
+
+import orjson
+from werkzeug.datastructures import FileStorage, MultiDict
+
+from flask_server.errors import BadRequest, UnsupportedMediaType, quote
+
+B64_KEY = "b64"
+INSTANCES_KEY = "instances"
+FILE_FIELDS = ("file", "image")
+JSON_KEYS = (B64_KEY, INSTANCES_KEY)
+# URL-safe alphabet -> standard, and ASCII whitespace dropped, in one bytes.translate pass.
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_WHITESPACE = b" \t\r\n\f\v"
+_DATA_URL = re.compile(rb"data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.ASCII)
+_JSON_TYPES = {str: "a string", list: "a list", dict: "an object", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInputs:
+    """The image file bytes of a request; ``batch`` is true for ``instances`` (answer with a list)."""
+
+    images: list[bytes]
+    batch: bool
+
+
+def decode_base64(value: str | bytes, where: str = B64_KEY) -> bytes:
+    """Decode user-supplied base64 (see module doc for what is accepted); BadRequest otherwise."""
+    if isinstance(value, str):
+        try:
+            data = value.encode("ascii")
+        except UnicodeEncodeError:
+            raise BadRequest(f"{where}: base64 must be ASCII, got {quote(value)}") from None
+    else:
+        data = value
+    if data[:5].lower() == b"data:":
+        match = _DATA_URL.match(data)
+        if not match:
+            raise BadRequest(f"{where}: expected a 'data:<type>;base64,' prefix, got {quote(data[:40])}")
+        data = data[match.end():]
+    data = data.translate(_URLSAFE_TO_STANDARD, _WHITESPACE)
+    if not data:
+        raise BadRequest(f"{where}: empty base64 string")
+    data += b"=" * (-len(data) % 4)
+    try:
+        return binascii.a2b_base64(data, strict_mode=True)
+    except binascii.Error as exc:
+        raise BadRequest(f"{where}: not valid base64 ({exc}): {quote(data[:60])}") from exc
+
+
+def parse_json_images(body: bytes, max_batch_size: int) -> ImageInputs:
+    """``{"b64": ...}`` or ``{"instances": [{"b64": ...}, ...]}`` -> image bytes; BadRequest otherwise."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise BadRequest(f"expected a JSON object with {B64_KEY!r} or {INSTANCES_KEY!r}, got {_json_type(document)}")
+    unknown = sorted(set(document) - set(JSON_KEYS))
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))}; expected {B64_KEY!r} or {INSTANCES_KEY!r}")
+    if len(document) != 1:
+        raise BadRequest(f"send either {B64_KEY!r} (one image) or {INSTANCES_KEY!r} (a batch), not both")
+    if B64_KEY in document:
+        return ImageInputs([_b64_field(document[B64_KEY], B64_KEY)], batch=False)
+    instances = document[INSTANCES_KEY]
+    if not isinstance(instances, list):
+        raise BadRequest(f"{INSTANCES_KEY!r} must be a list of {{\"b64\": ...}} objects, got {_json_type(instances)}")
+    check_batch_size(len(instances), max_batch_size)
+    images = []
+    for i, instance in enumerate(instances):
+        where = f"{INSTANCES_KEY}[{i}]"
+        if not isinstance(instance, dict) or set(instance) != {B64_KEY}:
+            raise BadRequest(f"{where} must be an object {{\"b64\": \"...\"}}, got {quote(instance)}")
+        images.append(_b64_field(instance[B64_KEY], f"{where}.{B64_KEY}"))
+    return ImageInputs(images, batch=True)
+
+
+def parse_form_images(form: MultiDict, files: MultiDict) -> ImageInputs:
+    """A multipart file in ``file``/``image``, or a base64 form field ``b64``."""
+    for field in FILE_FIELDS:
+        upload: FileStorage | None = files.get(field)
+        if upload is not None:
+            return ImageInputs([upload.read()], batch=False)
+    if B64_KEY in form:
+        return ImageInputs([decode_base64(form[B64_KEY])], batch=False)
+    raise BadRequest(f"form has no image: send a file in field {FILE_FIELDS[0]!r} or base64 in field {B64_KEY!r}")
+
+
+def images_from_request(request: Any, max_batch_size: int) -> ImageInputs:
+    """Pick the parser for the request's Content-Type (a Flask/werkzeug request)."""
+    mimetype = request.mimetype
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        return parse_json_images(request.get_data(cache=False), max_batch_size)
+    if mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return parse_form_images(request.form, request.files)
+    if mimetype.startswith("image/"):
+        return ImageInputs([request.get_data(cache=False)], batch=False)
+    raise UnsupportedMediaType(
+        f"unsupported Content-Type {mimetype or '(none)'!r}; send application/json {{\"b64\": ...}}, "
+        f"multipart/form-data with a {FILE_FIELDS[0]!r} field, or an image/* body")
+
+
+def check_batch_size(size: int, max_batch_size: int) -> None:
+    """BadRequest unless 1 <= size <= max_batch_size."""
+    if size < 1:
+        raise BadRequest(f"{INSTANCES_KEY!r} is empty; send at least one image")
+    if size > max_batch_size:
+        raise BadRequest(f"{INSTANCES_KEY!r} has {size} images; this gateway accepts at most {max_batch_size} per request")
+
+
+def parse_top_k(raw: str | None, default: int) -> int:
+    """The ``top_k`` query parameter as an int (range is checked against the model's classes later)."""
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f"top_k must be an integer, got {quote(raw)}") from None
+
+
+def _b64_field(value: Any, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where} must be a base64 string, got {_json_type(value)}")
+    return decode_base64(value, where)
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
