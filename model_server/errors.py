@@ -1,0 +1,246 @@
+"""Error types of the REST protocol, mirroring TF Serving's canonical status codes.
+
+Every failure the protocol layer reports is a :class:`ServingError` subclass named
+after the absl/TF canonical code. The HTTP status comes from one table that copies
+``ToHTTPStatusCode`` in TF Serving's ``model_servers/http_server.cc``, so the mapping
+cannot drift between classes.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+# Key of the error message in every JSON error response body.
+kErrorResponseKey = "error"
+
+# Same limit as TF Serving's kMaxJsonDebugStringBytes: offending JSON fragments
+# quoted in messages are cut off once the rendering reaches this many characters.
+kMaxJsonDebugStringBytes = 256
+
+# Canonical code -> HTTP status, as http_server.cc ToHTTPStatusCode.
+HTTP_STATUS_BY_CODE: dict[str, int] = {
+    "CANCELLED": 499,  # nginx's "client closed request"
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
+}
+
+# http_server.cc falls back to 500 for any code it does not list.
+_DEFAULT_HTTP_STATUS = 500
+
+
+class ServingError(Exception):
+    """Base of all protocol errors; carries a canonical code and its HTTP status.
+
+    ``str(exc)`` and ``exc.message`` are the message sent to the client in
+    ``{"error": ...}``. Instantiate a subclass; the base class reports UNKNOWN.
+    """
+
+    code: str = "UNKNOWN"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        """HTTP status TF Serving would reply with for this error's code."""
+        return HTTP_STATUS_BY_CODE.get(self.code, _DEFAULT_HTTP_STATUS)
+
+    def status_string(self) -> str:
+        """``CODE: message``, the form absl::Status::ToString() gives.
+
+        TF Serving embeds it when it wraps one error inside another.
+        """
+        return f"{self.code}: {self.message}"
+
+
+class Cancelled(ServingError):
+    """Request cancelled. HTTP 499."""
+
+    code = "CANCELLED"
+
+
+class Unknown(ServingError):
+    """Error of unknown origin. HTTP 500."""
+
+    code = "UNKNOWN"
+
+
+class InvalidArgument(ServingError):
+    """Malformed request URL or body. HTTP 400."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class DeadlineExceeded(ServingError):
+    """Request took longer than its deadline. HTTP 504."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+class NotFound(ServingError):
+    """Model, version or label not found. HTTP 404."""
+
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(ServingError):
+    """Entity already exists. HTTP 409."""
+
+    code = "ALREADY_EXISTS"
+
+
+class PermissionDenied(ServingError):
+    """Caller may not do this. HTTP 403."""
+
+    code = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(ServingError):
+    """Out of capacity, e.g. batching queue full. HTTP 429."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
+class FailedPrecondition(ServingError):
+    """System not in a state to run the request. HTTP 400."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class Aborted(ServingError):
+    """Operation aborted, e.g. by a concurrency conflict. HTTP 409."""
+
+    code = "ABORTED"
+
+
+class OutOfRange(ServingError):
+    """Value outside the valid range. HTTP 400."""
+
+    code = "OUT_OF_RANGE"
+
+
+class Unimplemented(ServingError):
+    """Operation or data type not supported. HTTP 501."""
+
+    code = "UNIMPLEMENTED"
+
+
+class Internal(ServingError):
+    """Internal invariant broken. HTTP 500."""
+
+    code = "INTERNAL"
+
+
+class Unavailable(ServingError):
+    """Service (e.g. a model version) temporarily unavailable. HTTP 503."""
+
+    code = "UNAVAILABLE"
+
+
+class DataLoss(ServingError):
+    """Unrecoverable data loss or corruption. HTTP 500."""
+
+    code = "DATA_LOSS"
+
+
+class Unauthenticated(ServingError):
+    """Missing or invalid credentials. HTTP 401."""
+
+    code = "UNAUTHENTICATED"
+
+
+def error_body(exc: ServingError) -> bytes:
+    """JSON body ``{"error": "<message>"}`` TF Serving sends with an error status."""
+    try:
+        return orjson.dumps({kErrorResponseKey: exc.message})
+    except TypeError:
+        # Lone surrogates (from undecodable client bytes) are not valid UTF-8;
+        # escape them rather than failing to report the original error.
+        safe = exc.message.encode("utf-8", "backslashreplace").decode("utf-8")
+        return orjson.dumps({kErrorResponseKey: safe})
+
+
+def format_value(value: object, limit: int = kMaxJsonDebugStringBytes) -> str:
+    """Render a parsed JSON value for an error message, as TF Serving quotes it.
+
+    Follows rapidjson's PrettyWriter with single-line arrays (objects across lines,
+    four-space indent) and, like TF Serving, stops emitting tokens once the output
+    has reached ``limit`` characters, so the text may be cut mid-structure.
+    """
+    out: list[str] = []
+    size = 0
+
+    def emit(token: str) -> bool:
+        nonlocal size
+        if size >= limit:
+            return False
+        out.append(token)
+        size += len(token)
+        return True
+
+    def render(val: object, indent: int) -> bool:
+        if isinstance(val, dict):
+            if not emit("{"):
+                return False
+            if not val:
+                return emit("}")
+            pad = " " * (4 * (indent + 1))
+            for i, (key, item) in enumerate(val.items()):
+                sep = ",\n" if i else "\n"
+                if not emit(sep + pad + _json_string(str(key)) + ": "):
+                    return False
+                if not render(item, indent + 1):
+                    return False
+            return emit("\n" + " " * (4 * indent) + "}")
+        if isinstance(val, list):
+            if not emit("["):
+                return False
+            for i, item in enumerate(val):
+                if i and not emit(", "):
+                    return False
+                if not render(item, indent):
+                    return False
+            return emit("]")
+        return emit(_scalar_to_json(val))
+
+    render(value, 0)
+    return "".join(out)
+
+
+def _json_string(text: str) -> str:
+    try:
+        return orjson.dumps(text).decode("utf-8")
+    except TypeError:
+        return orjson.dumps(text.encode("utf-8", "backslashreplace").decode()).decode()
+
+
+def _scalar_to_json(val: object) -> str:
+    if val is None:
+        return "null"
+    if val is True:
+        return "true"
+    if val is False:
+        return "false"
+    if isinstance(val, float):
+        if val != val:
+            return "NaN"
+        if val in (float("inf"), float("-inf")):
+            return "Infinity" if val > 0 else "-Infinity"
+        return repr(val)
+    if isinstance(val, str):
+        return _json_string(val)
+    return str(val)
