@@ -35,6 +35,7 @@ DEFAULT_TIER = "default"
 #: One shared counter for every route of the blueprint, so a key's budget is per key, not per route.
 RATE_LIMIT_SCOPE = "api"
 FINGERPRINT_CHARS = 12
+KEYS_EXTENSION = "gateway_keys"
 # Domain-separates the fingerprint from any other SHA-256 of the key someone might compute.
 _FINGERPRINT_SALT = b"gateway-api-key-fingerprint:"
 
@@ -164,6 +165,12 @@ def _limit_exempt(limits: dict[str, str]) -> bool:
     return not _is_gated() or g.get("api_tier") not in limits
 
 
+def auth_enabled(app: Flask) -> bool:
+    """Whether ``init_app`` found any API key for ``app``."""
+    ring: KeyRing | None = app.extensions.get(KEYS_EXTENSION)
+    return ring is not None and ring.enabled
+
+
 def _keep_retry_after_for_429(response: Response) -> Response:
     # Flask-Limiter sends Retry-After on every limited response; on a 200 it would mislead clients.
     if response.status_code != 429:
@@ -185,7 +192,7 @@ def init_app(app: Flask, config: GatewayConfig) -> None:
     if undefined:
         raise ConfigError(f"API keys use tiers {undefined} that GATEWAY_RATE_LIMITS "
                           f"({config.rate_limits!r}) does not define")
-    app.extensions["gateway_keys"] = ring
+    app.extensions[KEYS_EXTENSION] = ring
     app.before_request(lambda: _authenticate(ring))
     if not limits:
         return
