@@ -122,8 +122,14 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
         (staging / EXPORT_INFO_PATH).write_text(json.dumps(export_info, indent=2) + "\n")
         log(f"[2/3] saved in {time.monotonic() - started:.1f} s, {_size_mb(staging):.1f} MB")
         if target.exists():
-            shutil.rmtree(target)
-        os.rename(staging, target)
+            # Move the old version aside (one rename) rather than deleting it in place, so a poller
+            # never sees a half-deleted version; it is gone only for the instant between renames.
+            retired = Path(tempfile.mkdtemp(prefix=f".retired-{version}-", dir=base_path))
+            os.rename(target, retired / "old")
+            os.rename(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, target)
         log(f"[3/3] version {version} in place at {target}")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,88 @@
+"""Classify one image by calling the model server directly (no gateway) and print the top 5.
+
+Talks to TF Serving's REST API, served by ``python -m model_server`` (port 9000 under ``make run``)
+or by Google's ``tensorflow_model_server``. The image is preprocessed exactly as the gateway does
+it (``flask_server.preprocess``: 299x299, ``tf`` scaling) and sent through the gateway's own
+client code (``flask_server.models.ServedModel``), so this script and the gateway cannot disagree:
+
+* ``--signature serving_bytes`` (default): ``{"signature_name": "serving_bytes", "instances":
+  [{"pixels_bytes": {"b64": <float32 HWC bytes>}}]}``, 1.4 MB of base64 per image;
+* ``--signature serving_default``: ``{"instances": [{"image": [[[r, g, b], ...]]}]}``, float JSON.
+
+Prints ``[["n04285008", "sports_car", 0.998414], ...]`` (wnid, label, score rounded to 6 decimals),
+like ``keras.applications.inception_v3.decode_predictions``. On failure prints one ``error:`` line
+(the model server's own ``error`` message when it sent one) and exits 1.
+
+Typical usage::
+
+    python scripts/serving_sample_request.py -i test_images/chelsea.jpg
+    python scripts/serving_sample_request.py -i photo.jpg --url http://127.0.0.1:8501 --signature serving_default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_URL = "http://127.0.0.1:9000"
+DEFAULT_MODEL = "ImageClassifier"
+DEFAULT_SIGNATURE = "serving_bytes"
+SIGNATURES = ("serving_bytes", "serving_default")
+TOP_K = 5
+SCORE_DECIMALS = 6
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 30.0  # the first predict after loading InceptionV3 can take a few seconds
+
+
+def classify(image_path: Path, url: str, model: str, signature: str, top: int = TOP_K) -> tuple[list, str | None]:
+    """``([[wnid, label, score], ...], warning or None)`` for one image; raises the gateway's
+    ImageDecodeError / BackendError / ConfigError on failure."""
+    from flask_server.backend import ModelServerClient
+    from flask_server.labels import load_labels
+    from flask_server.models import ServedModel, spec_from_table
+    from flask_server.preprocess import load_and_preprocess
+
+    # The gateway's own defaults: a *_bytes signature means raw float32 b64 input, else float JSON.
+    spec = spec_from_table("cli", {"model_name": model, "signature": signature}, Path("command line"), url)
+    pixels = load_and_preprocess(image_path.read_bytes(), spec.input_size, spec.preprocessing, spec.interpolation)
+    served = ServedModel(spec, load_labels(spec.labels), ModelServerClient(url, (CONNECT_TIMEOUT, READ_TIMEOUT)))
+    prediction = served.predict(pixels[None], request_id=None)
+    rows = [[row["wnid"], row["label"], round(row["score"], SCORE_DECIMALS)]
+            for row in served.top_k(prediction.probabilities[0], top)]
+    return rows, prediction.warning
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-i", "--image", type=Path, required=True, help="image file (JPEG, PNG, WebP, GIF, BMP)")
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"model server REST base URL (default {DEFAULT_URL})")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
+    parser.add_argument("--signature", default=DEFAULT_SIGNATURE, choices=SIGNATURES,
+                        help=f"signature to call (default {DEFAULT_SIGNATURE})")
+    args = parser.parse_args(argv)
+
+    from flask_server.config import ConfigError
+    from flask_server.errors import GatewayError
+    from flask_server.preprocess import ImageDecodeError
+
+    try:
+        rows, warning = classify(args.image, args.url.rstrip("/"), args.model, args.signature)
+    except OSError as exc:
+        print(f"error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except ImageDecodeError as exc:
+        print(f"error: {args.image}: {exc}", file=sys.stderr)
+        return 1
+    except (GatewayError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

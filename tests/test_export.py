@@ -1,0 +1,160 @@
+"""scripts/export_saved_model.py: version numbering, atomic staging, signatures and export_info."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scripts import export_saved_model as export
+from scripts.export_saved_model import (EXPORT_INFO_PATH, ExportError, export_keras_model, existing_versions,
+                                        next_version)
+from tests.support.tiny_models import build_tiny_classifier, export_tiny_classifier
+
+QUIET = {"log": lambda _msg: None}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny_classifier((32, 32), classes=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One tiny export shared by the read-only checks: (model, version directory)."""
+    base = tmp_path_factory.mktemp("exported")
+    model = build_tiny_classifier((32, 32), classes=10, seed=1)
+    target = export_keras_model(model, base, info={"model": model.name, "weights": "untrained",
+                                                   "preprocessing": "tf"}, **QUIET)
+    return model, target
+
+
+def test_version_numbering(tmp_path):
+    assert existing_versions(tmp_path / "missing") == [] and next_version(tmp_path / "missing") == 1
+    for name in ("1", "3", "foo", ".export-4-abc", "0010x"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "7").write_text("a file, not a version")
+    assert existing_versions(tmp_path) == [1, 3]
+    assert next_version(tmp_path) == 4
+
+
+def test_exports_next_version_then_explicit_version(tmp_path):
+    assert export_tiny_classifier(tmp_path) == tmp_path.resolve() / "1"
+    assert export_tiny_classifier(tmp_path) == tmp_path.resolve() / "2"
+    assert export_tiny_classifier(tmp_path, version=10) == tmp_path.resolve() / "10"
+    assert existing_versions(tmp_path) == [1, 2, 10]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_existing_version_refused_without_force_and_replaced_with_it(tmp_path, tiny):
+    target = export_keras_model(tiny, tmp_path, 1, info={"weights": "first"}, **QUIET)
+    with pytest.raises(ExportError, match="already exists.*--force"):
+        export_keras_model(tiny, tmp_path, 1, info={"weights": "second"}, **QUIET)
+    assert json.loads((target / EXPORT_INFO_PATH).read_text())["weights"] == "first"
+    export_keras_model(tiny, tmp_path, 1, force=True, info={"weights": "second"}, **QUIET)
+    assert json.loads((target / EXPORT_INFO_PATH).read_text())["weights"] == "second"
+    assert existing_versions(tmp_path) == [1]
+
+
+def test_negative_version_and_unfixed_input_refused(tmp_path, tiny):
+    import keras
+
+    with pytest.raises(ExportError, match="non-negative"):
+        export_keras_model(tiny, tmp_path, -1, **QUIET)
+    inputs = keras.Input((None, None, 3))
+    flexible = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+    with pytest.raises(ExportError, match="fixed"):
+        export_keras_model(flexible, tmp_path, **QUIET)
+
+
+def test_staging_is_hidden_and_removed_on_failure(tmp_path, tiny, monkeypatch):
+    import tensorflow as tf
+
+    seen = []
+
+    def failing_save(obj, path, signatures=None):
+        seen.append(Path(path))
+        (Path(path) / "saved_model.pb").write_bytes(b"half written")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", failing_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_keras_model(tiny, tmp_path, **QUIET)
+    [staging] = seen
+    assert staging.parent == tmp_path.resolve() and staging.name.startswith(".")
+    assert not staging.name.isdigit()  # a poller that lists numeric names never sees it
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_signatures_agree_with_each_other_and_keras(exported):
+    import tensorflow as tf
+
+    model, target = exported
+    loaded = tf.saved_model.load(str(target))
+    assert set(loaded.signatures) == {"serving_default", "serving_bytes"}
+    default, raw = loaded.signatures["serving_default"], loaded.signatures["serving_bytes"]
+    assert list(default.structured_input_signature[1]) == ["image"]
+    assert default.structured_input_signature[1]["image"].shape.as_list() == [None, 32, 32, 3]
+    assert list(raw.structured_input_signature[1]) == ["pixels_bytes"]
+    assert raw.structured_input_signature[1]["pixels_bytes"].dtype == tf.string
+    assert list(default.structured_outputs) == ["probabilities"] == list(raw.structured_outputs)
+
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+    from_floats = default(image=tf.constant(images))["probabilities"].numpy()
+    from_bytes = raw(pixels_bytes=tf.constant([image.astype("<f4").tobytes() for image in images]))
+    np.testing.assert_array_equal(from_floats, from_bytes["probabilities"].numpy())
+    np.testing.assert_allclose(from_floats, model.predict(images, verbose=0), atol=1e-6)
+    assert from_floats.shape == (3, 10)
+
+
+def test_export_info(exported):
+    model, target = exported
+    info = json.loads((target / EXPORT_INFO_PATH).read_text())
+    assert info["weights"] == "untrained"
+    assert info["model"] == model.name and info["preprocessing"] == "tf"
+    assert info["input_size"] == [32, 32] and info["channels"] == 3 and info["classes"] == 10
+    assert set(info["signatures"]) == {"serving_default", "serving_bytes"}
+    assert time.strptime(info["exported_at"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_untrained_warning_is_logged(tmp_path, tiny):
+    lines = []
+    export_keras_model(tiny, tmp_path, info={"weights": "untrained"}, log=lines.append)
+    assert "UNTRAINED" in lines[-1] and "meaningless" in lines[-1]
+    lines.clear()
+    export_keras_model(tiny, tmp_path, info={"weights": "imagenet"}, log=lines.append)
+    assert not any("UNTRAINED" in line for line in lines)
+
+
+def test_command_line(tmp_path, tiny, capsys):
+    model_path = tmp_path / "tiny.keras"
+    tiny.save(model_path)
+    model_path.with_name("tiny.keras.json").write_text(json.dumps({"weights": "untrained", "model": "tiny"}))
+    base = tmp_path / "models"
+    assert export.main(["--model", str(model_path), "--base-path", str(base)]) == 0
+    assert json.loads((base / "1" / EXPORT_INFO_PATH).read_text())["weights"] == "untrained"
+    assert export.main(["--model", str(model_path), "--base-path", str(base), "--version", "1"]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert export.main(["--model", str(model_path), "--base-path", str(base), "--version", "1", "--force"]) == 0
+    assert export.main(["--model", str(tmp_path / "missing.keras"), "--base-path", str(base)]) == 2
+    assert "download_inceptionv3_model.py" in capsys.readouterr().err
+
+
+@pytest.mark.inception
+def test_inception_export_size_and_time(tmp_path, record_property):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.InceptionV3(weights=None)
+    started = time.monotonic()
+    target = export_keras_model(model, tmp_path, info={"model": model.name, "weights": "untrained"}, **QUIET)
+    seconds = time.monotonic() - started
+    size_mb = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 1e6
+    record_property("export_seconds", round(seconds, 1))
+    record_property("export_size_mb", round(size_mb, 1))
+    print(f"\nInceptionV3 export: {size_mb:.1f} MB in {seconds:.1f} s")
+    # Variables stored once (~96 MB of float32 weights); Keras' model.export() would store ~2x.
+    assert 80 < size_mb < 130
