@@ -1,0 +1,47 @@
+"""Prometheus metrics named like TF Serving's (``:tensorflow:serving:request_count`` ...).
+
+TF Serving exports its monitoring counters as ``:tensorflow:serving:<name>``. We keep those names
+and label names and add a ``version`` label so a hot swap is visible per version. Two deviations
+forced by prometheus-client: counters get the standard ``_total`` suffix, and histograms also
+export ``_created`` samples. Latencies are in microseconds like TF Serving's.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+# TF Serving's request_latency buckets: exponential from 10 µs, factor 1.8, 33 buckets (~ 2.9e9 µs).
+_LATENCY_BUCKETS_US = tuple(10 * 1.8 ** i for i in range(33))
+ENTRYPOINT_REST = "REST"
+
+
+class Metrics:
+    """The server's metrics, in a registry of its own (no process-global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._request_count = Counter(
+            ":tensorflow:serving:request_count", "The total number of requests.",
+            ["model_name", "version", "API", "status"], registry=self.registry)
+        self._request_latency = Histogram(
+            ":tensorflow:serving:request_latency", "Distribution of wall time (in microseconds) for "
+            "Tensorflow Serving request.", ["model_name", "version", "API", "entrypoint"],
+            buckets=_LATENCY_BUCKETS_US, registry=self.registry)
+        self._load_latency = Histogram(
+            ":tensorflow:cc:saved_model:load_latency_by_stage", "Distribution of wall time (in microseconds) "
+            "spent loading and warming up a SavedModel version.", ["model_path", "stage"],
+            buckets=_LATENCY_BUCKETS_US, registry=self.registry)
+
+    def record_request(self, model_name: str, version: str, api: str, status: str, seconds: float) -> None:
+        """Count one REST request; latency is recorded for successful ones (as TF Serving does)."""
+        self._request_count.labels(model_name, version, api, status).inc()
+        if status == "OK":
+            self._request_latency.labels(model_name, version, api, ENTRYPOINT_REST).observe(seconds * 1e6)
+
+    def record_load(self, model_path: str, seconds: float) -> None:
+        """Record the wall time of one successful load + warm-up."""
+        self._load_latency.labels(model_path, "total").observe(seconds * 1e6)
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition page and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
