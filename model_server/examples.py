@@ -62,7 +62,7 @@ def _classify(name: str, val: object) -> tuple[str, object]:
             )
         return KIND_FLOAT, float(val)  # rapidjson reads wider integers as doubles
     if t is dict and is_base64_object(val):
-        return KIND_BYTES, decode_base64_object(val)
+        return KIND_BYTES, val  # decoded after the kind check, in TF Serving's order
     raise _unexpected_type(name, val)
 
 
@@ -76,7 +76,7 @@ def _feature(name: str, content: object) -> tuple[str | None, list]:
                 f"Unexpected element type in feature: {name} expecting type: {kind}"
             )
         kind = val_kind
-        values.append(value)
+        values.append(decode_base64_object(value) if type(value) is dict else value)
     return kind, values
 
 
