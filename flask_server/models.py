@@ -23,6 +23,7 @@ from flask import Flask, current_app
 from flask_server.backend import ModelServerClient, VersionTracker
 from flask_server.config import ConfigError, GatewayConfig
 from flask_server.errors import BadModelServerReply, BadRequest, BackendError, ModelNotFound
+from flask_server.metrics import backend_timer
 from flask_server.labels import IMAGENET, Label, LabelsError, load_labels, top_k
 from flask_server.preprocess import INTERPOLATIONS, MODES
 
@@ -193,8 +194,9 @@ class ServedModel:
 
     def predict(self, batch: np.ndarray, request_id: str) -> Prediction:
         """Run ``batch`` (N, H, W, 3) on the model server; raises a BackendError subclass on failure."""
-        probabilities, version = self.versions.predict(
-            lambda v: self.client.predict(self.spec, batch, v, request_id))
+        with backend_timer(self.spec.route):
+            probabilities, version = self.versions.predict(
+                lambda v: self.client.predict(self.spec, batch, v, request_id))
         if probabilities.shape != (batch.shape[0], self.classes):
             raise BadModelServerReply(
                 f"model {self.spec.model_name!r} version {version} returned scores of shape "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from flask_server.errors import BadRequest
 from flask_server.models import AVAILABLE, DEFAULT_ROUTE, ServedModel, get_model, get_registry
@@ -28,11 +28,12 @@ TOP_K_PARAM = "top_k"
 @bp.post("/imageclassifier/predict/", strict_slashes=False)
 def tutorial_predict() -> Response:
     """The tutorial's endpoint: form field (or JSON) ``b64`` -> ``[[wnid, label, score], ...]``."""
-    model = get_model(DEFAULT_ROUTE)
+    model = chosen_model(DEFAULT_ROUTE)
     inputs = images_from_request(request, max_batch_size=1)
     if inputs.batch:
         raise BadRequest(f"this route takes one image; POST batches to /v1/models/{DEFAULT_ROUTE}/predict")
     prediction = model.predict(preprocess_images(model, inputs.images), get_request_id())
+    g.model_version = prediction.version
     rows = model.top_k(prediction.probabilities[0], model.spec.top_k)
     return jsonify([[row["wnid"], row["label"], row["score"]] for row in rows])
 
@@ -44,10 +45,11 @@ def predict(model_route: str) -> Response:
     Answers ``{"model", "model_version", "predictions"[, "warning"]}``; for a batch, ``predictions``
     holds one list per image.
     """
-    model = get_model(model_route)
+    model = chosen_model(model_route)
     k = model.check_top_k(parse_top_k(request.args.get(TOP_K_PARAM), model.spec.top_k))
     inputs = images_from_request(request, get_registry().config.max_batch_size)
     prediction = model.predict(preprocess_images(model, inputs.images), get_request_id())
+    g.model_version = prediction.version
     rows = [model.top_k(scores, k) for scores in prediction.probabilities]
     body: dict[str, Any] = {"model": model.spec.route, "model_version": prediction.version,
                             "predictions": rows if inputs.batch else rows[0]}
@@ -80,6 +82,13 @@ def readyz() -> tuple[Response, int]:
     models = [model.status() for model in get_registry().models.values()]
     ready = all(m["state"] == AVAILABLE for m in models)
     return jsonify({"ready": ready, "models": models}), 200 if ready else 503
+
+
+def chosen_model(route: str) -> ServedModel:
+    """The model served at ``route`` (ModelNotFound otherwise), recorded on ``g`` for logs and metrics."""
+    model = get_model(route)
+    g.model_name = model.spec.route
+    return model
 
 
 def preprocess_images(model: ServedModel, images: list[bytes]) -> np.ndarray:

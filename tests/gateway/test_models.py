@@ -1,0 +1,86 @@
+"""The model registry's TOML file: defaults, the example file, and strict validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flask_server.config import ConfigError, GatewayConfig
+from flask_server.models import DEFAULT_ROUTE, ModelRegistry, ModelSpec, load_model_specs
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "flask_server" / "models.example.toml"
+
+
+def specs_from(tmp_path: Path, text: str) -> dict[str, ModelSpec]:
+    path = tmp_path / "models.toml"
+    path.write_text(text)
+    return load_model_specs(GatewayConfig(model_server_url="http://ms:9000", models_config=str(path)))
+
+
+def test_default_is_the_tutorials_single_model():
+    specs = load_model_specs(GatewayConfig(model_server_url="http://ms:9000"))
+    assert specs == {DEFAULT_ROUTE: ModelSpec(route="imageclassifier", model_server_url="http://ms:9000",
+                                              model_name="ImageClassifier", signature="serving_bytes",
+                                              input_name="pixels_bytes", input_format="raw_float32_b64",
+                                              input_size=(299, 299), preprocessing="tf", interpolation="nearest",
+                                              jpeg_draft=False, labels="imagenet", top_k=5)}
+
+
+def test_example_file_loads_and_documents_the_defaults():
+    specs = load_model_specs(GatewayConfig(models_config=str(EXAMPLE)))
+    assert specs["imageclassifier"] == load_model_specs(GatewayConfig())[DEFAULT_ROUTE]
+    resnet = specs["resnet50"]
+    # A float signature picks the JSON input format and the "image" input by default.
+    assert (resnet.input_format, resnet.input_name, resnet.version_label) == ("json", "image", "stable")
+
+
+def test_labels_path_is_relative_to_the_file(tmp_path):
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    specs = specs_from(tmp_path, '[models.m]\nlabels = "labels.txt"\n')
+    assert specs["m"].labels == str(tmp_path / "labels.txt")
+    assert specs["m"].model_server_url == "http://ms:9000"
+    assert ModelRegistry(specs, GatewayConfig()).get("m").classes == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[models.m]\nmodel_nam = 'x'\n", r"models\.m: unknown key 'model_nam'"),
+    ("[models.m]\nversion = 'latest'\n", r"models\.m\.version: expected a non-negative integer, got 'latest'"),
+    ("[models.m]\nversion = -1\n", r"models\.m\.version: expected a non-negative integer"),
+    ("[models.m]\nversion = 1\nversion_label = 'stable'\n", r"models\.m\.version_label: set version or"),
+    ("[models.m]\ninput_size = [299]\n", r"models\.m\.input_size: expected \[height, width\]"),
+    ("[models.m]\ninput_size = [0, 10]\n", r"models\.m\.input_size"),
+    ("[models.m]\ninput_size = [true, 10]\n", r"models\.m\.input_size"),
+    ("[models.m]\npreprocessing = 'inception'\n", r"models\.m\.preprocessing: expected one of tf, caffe"),
+    ("[models.m]\ninterpolation = 'linear'\n", r"models\.m\.interpolation"),
+    ("[models.m]\ninput_format = 'png'\n", r"models\.m\.input_format"),
+    ("[models.m]\njpeg_draft = 1\n", r"models\.m\.jpeg_draft: expected true or false"),
+    ("[models.m]\ntop_k = 0\n", r"models\.m\.top_k"),
+    ("[models.m]\ntop_k = true\n", r"models\.m\.top_k"),
+    ("[models.m]\nmodel_server_url = 'ms:9000'\n", r"models\.m\.model_server_url: expected an http"),
+    ("[models.m]\nmodel_name = 'a/b'\n", r"models\.m\.model_name"),
+    ("[models.'a b']\n", r"models\.a b: route names may only use"),
+    ("[models]\nm = 3\n", r"models\.m: expected a table"),
+    ("[model.m]\n", r"unknown top-level key\(s\) \['model'\]"),
+    ("", r"no models"),
+    ("[models.m\n", r"cannot read it"),
+])
+def test_bad_files_name_the_file_and_key(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        specs_from(tmp_path, text)
+    assert str(tmp_path / "models.toml") in str(info.value)
+
+
+def test_missing_file_and_bad_labels_fail_at_start_up(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_model_specs(GatewayConfig(models_config=str(tmp_path / "absent.toml")))
+    specs = specs_from(tmp_path, '[models.m]\nlabels = "nope.txt"\n')
+    with pytest.raises(ConfigError, match=r"models\.m\.labels: cannot read labels file"):
+        ModelRegistry(specs, GatewayConfig())
+
+
+def test_one_connection_pool_per_model_server(tmp_path):
+    specs = specs_from(tmp_path, "[models.a]\n[models.b]\n[models.c]\nmodel_server_url = 'http://other:9000'\n")
+    registry = ModelRegistry(specs, GatewayConfig())
+    assert sorted(registry.clients) == ["http://ms:9000", "http://other:9000"]
+    assert registry.get("a").client is registry.get("b").client
