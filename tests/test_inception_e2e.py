@@ -1,0 +1,88 @@
+"""InceptionV3 end to end: export -> ``python -m model_server`` -> scripts/serving_sample_request.py.
+
+One model build, one export and one model server for the whole module. The weights are untrained
+(no internet here), so many scores are nearly equal: rows are checked by their scores against an
+in-process ``model.predict``, not by expecting particular labels.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flask_server.labels import load_labels
+from flask_server.preprocess import load_and_preprocess
+from scripts.export_saved_model import export_keras_model
+from tests.support.processes import start_model_server
+
+pytestmark = pytest.mark.inception
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "serving_sample_request.py"
+IMAGE = REPO / "test_images" / "chelsea.jpg"
+MODEL_NAME = "ImageClassifier"
+SEED = 0
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def served_inception(tmp_path_factory):
+    """(Keras model, running model server) with the model exported as version 1."""
+    if not (REPO / "model_server" / "__main__.py").exists():
+        pytest.skip("model_server/__main__.py does not exist yet")
+    import keras
+
+    keras.utils.set_random_seed(SEED)
+    model = keras.applications.InceptionV3(weights=None)
+    base = tmp_path_factory.mktemp("inception") / MODEL_NAME
+    export_keras_model(model, base, info={"model": model.name, "weights": "untrained", "preprocessing": "tf"},
+                       log=lambda _msg: None)
+    with start_model_server(model_name=MODEL_NAME, model_base_path=base, timeout=180) as server:
+        yield model, server
+
+
+@pytest.fixture(scope="module")
+def expected_probabilities(served_inception) -> np.ndarray:
+    model, _ = served_inception
+    pixels = load_and_preprocess(IMAGE.read_bytes(), (299, 299), "tf")
+    return model.predict(pixels[None], verbose=0)[0]
+
+
+def run_sample_request(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("signature", ["serving_bytes", "serving_default"])
+def test_sample_request_matches_in_process_predict(served_inception, expected_probabilities, signature):
+    _, server = served_inception
+    result = run_sample_request("-i", str(IMAGE), "--url", server.url, "--signature", signature)
+    assert result.returncode == 0, result.stderr + server.log()[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "untrained" in result.stderr
+
+    labels = load_labels("imagenet")
+    index_of = {wnid: i for i, (wnid, _) in enumerate(labels)}
+    probs = expected_probabilities
+    assert len(rows) == 5 and len({wnid for wnid, _, _ in rows}) == 5
+    scores = [score for _, _, score in rows]
+    assert scores == sorted(scores, reverse=True)
+    for wnid, label, score in rows:
+        assert labels[index_of[wnid]][1] == label
+        assert score == pytest.approx(float(probs[index_of[wnid]]), abs=TOLERANCE)
+    # They are the five largest: nothing left out scores above the lowest printed one.
+    left_out = np.delete(probs, [index_of[wnid] for wnid, _, _ in rows])
+    assert left_out.max() <= min(scores) + TOLERANCE
+
+
+def test_sample_request_reports_model_server_errors(served_inception):
+    _, server = served_inception
+    result = run_sample_request("-i", str(IMAGE), "--url", server.url, "--model", "NoSuchModel")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error:") and "NoSuchModel" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
