@@ -24,6 +24,8 @@ DISTRIBUTION = "keras-and-tensorflow-serving"
 API_KEY_SCHEME = "ApiKeyHeader"
 BEARER_SCHEME = "BearerAuth"
 ROUTE_PATTERN = "^[A-Za-z0-9._-]+$"
+# An 8x8 orange PNG: a request example that really classifies, so tools can try a successful call.
+EXAMPLE_PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFElEQVR4nGM8UaHBgA0wYRUdtBIAHicBeAYWg8oAAAAASUVORK5CYII="
 
 #: Error statuses every prediction can answer, and what each means here.
 PREDICT_ERRORS = {
@@ -66,7 +68,8 @@ def _error_responses(statuses: dict[str, str]) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     b64 = {"type": "string", "description": "Base64 of an image file (JPEG, PNG, ...); URL-safe alphabet, "
-                                            "missing padding, whitespace and a data: URL prefix are accepted."}
+                                            "missing padding, whitespace and a data: URL prefix are accepted.",
+           "example": EXAMPLE_PNG_B64}
     prediction = {"type": "object", "required": ["wnid", "label", "score"],
                   "properties": {"wnid": {"type": "string", "description": "Class id (WordNet id for ImageNet)."},
                                  "label": {"type": "string"},
