@@ -110,6 +110,9 @@ function renderPredictions(body) {
   }));
   $("result-model").textContent = body.model;
   $("result-version").textContent = body.model_version;
+  // e.g. untrained weights: the scores are then meaningless, and the user should know.
+  $("result-warning").textContent = body.warning ? `Warning: ${body.warning}` : "";
+  $("result-warning").hidden = !body.warning;
   $("result").hidden = false;
 }
 
