@@ -1,0 +1,168 @@
+"""scripts/auto_cmd.py: both servers start, answer, and stop cleanly on SIGTERM or `q`.
+
+End-to-end with real processes (a tiny exported model, free ports on 127.0.0.1), plus fast checks
+of the pieces that need no servers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from scripts import auto_cmd
+from tests.support.processes import REPO_ROOT, free_port
+from tests.support.tiny_models import export_tiny_classifier
+
+READY_TIMEOUT = 90.0
+EXIT_TIMEOUT = 40.0  # auto_cmd's own bound is STOP_TIMEOUT per child; clean stops take ~2 s
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
+    """(model base path, MODELS_CONFIG) for a tiny classifier served under the default names."""
+    root = tmp_path_factory.mktemp("auto_cmd")
+    base_path = root / auto_cmd.DEFAULT_MODEL_NAME
+    export_tiny_classifier(base_path, 1)
+    (root / "labels.txt").write_text("".join(f"class_{i}\n" for i in range(10)))
+    config = root / "models.toml"
+    config.write_text('[models.imageclassifier]\ninput_size = [32, 32]\nlabels = "labels.txt"\n')
+    return base_path, config
+
+
+class AutoCmd:
+    """auto_cmd.py running in a subprocess, its output collected line by line."""
+
+    def __init__(self, base_path: Path, models_config: Path, extra: list[str], stdin) -> None:
+        self.ms_port, self.gw_port = free_port(), free_port()
+        args = [sys.executable, "scripts/auto_cmd.py", "--model-base-path", str(base_path),
+                "--rest-api-port", str(self.ms_port), "--gateway-port", str(self.gw_port),
+                "--gateway-workers", "1", *extra]
+        env = {**os.environ, "MODELS_CONFIG": str(models_config)}
+        self.popen = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.popen.stdout:
+            self.lines.append(line)
+            self._queue.put(line)
+
+    def wait_for_line(self, prefix: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                assert self.popen.poll() is None, f"auto_cmd exited early:\n{self.output()}"
+                continue
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"no {prefix!r} line after {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return "".join(self.lines)[-6000:]
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            self.popen.wait(EXIT_TIMEOUT)
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def check_both_servers_answer(run: AutoCmd) -> None:
+    status = requests.get(f"http://127.0.0.1:{run.ms_port}/v1/models/{auto_cmd.DEFAULT_MODEL_NAME}", timeout=5)
+    assert status.status_code == 200
+    assert any(v["state"] == "AVAILABLE" for v in status.json()["model_version_status"])
+    assert requests.get(f"http://127.0.0.1:{run.gw_port}/readyz", timeout=5).status_code == 200
+
+
+def check_stopped_cleanly(run: AutoCmd) -> None:
+    assert run.popen.wait(EXIT_TIMEOUT) == 0, run.output()
+    assert port_closed(run.ms_port) and port_closed(run.gw_port), "a server outlived auto_cmd"
+    assert "[model_server] stopped" in run.output() and "[gateway] stopped" in run.output()
+
+
+def test_runs_until_sigterm_then_stops_both(tiny_model):
+    run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
+    try:
+        ready = run.wait_for_line("ready:", READY_TIMEOUT)
+        assert f"http://127.0.0.1:{run.gw_port}" in ready
+        run.wait_for_line("running until SIGTERM", 10)
+        # test that progress and the ready-to-paste sample request are shown
+        assert "[model_server] AVAILABLE after" in run.output()
+        assert "flask_sample_request.py -i test_images/chelsea.jpg" in run.output()
+        check_both_servers_answer(run)
+        run.popen.send_signal(signal.SIGTERM)
+        check_stopped_cleanly(run)
+    finally:
+        run.kill()
+
+
+def test_q_on_stdin_stops_both(tiny_model):
+    run = AutoCmd(*tiny_model, [], stdin=subprocess.PIPE)
+    try:
+        run.wait_for_line("ready:", READY_TIMEOUT)
+        check_both_servers_answer(run)
+        # test that an unrelated line is ignored and `q` stops everything
+        run.popen.stdin.write("hello\n")
+        run.popen.stdin.flush()
+        time.sleep(0.5)
+        assert run.popen.poll() is None
+        run.popen.stdin.write("q\n")
+        run.popen.stdin.flush()
+        check_stopped_cleanly(run)
+    finally:
+        run.kill()
+
+
+def test_end_of_input_keeps_running(monkeypatch):
+    # test that stdin at EOF (e.g. < /dev/null) means "no keyboard", not "quit"
+    stop = threading.Event()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    auto_cmd._watch_stdin(stop)
+    assert not stop.is_set()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x\n  EXIT \n"))
+    auto_cmd._watch_stdin(stop)
+    assert stop.is_set()
+
+
+def test_missing_model_version_fails_fast(tmp_path, capsys):
+    assert auto_cmd.main(["--model-base-path", str(tmp_path), "--no-input"]) == 2
+    assert "no numeric model version" in capsys.readouterr().err
+
+
+def test_child_dying_during_start_up_reports_its_log():
+    child = auto_cmd.ChildProcess("broken", [sys.executable, "-c", "print('boom: bad flag'); raise SystemExit(3)"],
+                                  echo=False)
+    with pytest.raises(auto_cmd.ChildDied, match="boom: bad flag"):
+        auto_cmd.wait_for_http_ok(f"http://127.0.0.1:{free_port()}/readyz", child, timeout=20)
+    assert child.stop() == 3
+
+
+def test_real_server_gets_a_grpc_port_ours_gets_the_host(monkeypatch):
+    monkeypatch.setattr(auto_cmd.shutil, "which", lambda _name: "/usr/bin/tensorflow_model_server")
+    real = auto_cmd.model_server_command("m", Path("/models/m"), 9001)
+    assert real[:2] == ["/usr/bin/tensorflow_model_server", "--port=8500"]
+    assert not any(arg.startswith("--rest_api_host") for arg in real)
+    monkeypatch.setattr(auto_cmd.shutil, "which", lambda _name: None)
+    ours = auto_cmd.model_server_command("m", Path("/models/m"), 9001, host="0.0.0.0")
+    assert ours[1:4] == ["-m", "model_server", "--port=0"] and "--rest_api_host=0.0.0.0" in ours
+    assert "--model_base_path=/models/m" in ours and "--rest_api_port=9001" in ours
