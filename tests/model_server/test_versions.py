@@ -59,7 +59,8 @@ def test_repository_lookup_messages():
     repo.set_state("m", 2, "LOADING")
     with repo.acquire("m") as handle:
         assert (handle.version, handle.servable) == (1, "one")
-    assert repo.acquire("m", label="stable").version == 1
+    with repo.acquire("m", label="stable") as handle:
+        assert handle.version == 1
     with pytest.raises(NotFound, match=r"Servable not found for request: Latest\(x\)"):
         repo.acquire("x")
     with pytest.raises(NotFound, match=r"Specific\(m, 2\)"):
@@ -119,7 +120,8 @@ def test_new_version_loads_before_the_old_one_unloads(setup):
     make_version(base, "2")
     manager.poll_once()
     wait_for(lambda: repo.snapshot()["m"].get(2) == "LOADING")
-    assert repo.acquire("m").version == 1  # old one still serving while the new one loads
+    with repo.acquire("m") as handle:  # the old one still serves while the new one loads
+        assert handle.version == 1
     loader.gates[2].set()
     wait_for(lambda: repo.snapshot()["m"] == {1: "END", 2: "AVAILABLE"})
     assert loader.unloaded == ["m-1"]
@@ -146,7 +148,8 @@ def test_failed_version_is_retried_then_reported_and_never_replaces_the_served_o
     assert loader.attempts[2] == 3  # first try + max_load_retries
     status = repo.version_status("m", 2)[0]["status"]
     assert status["error_code"] == "DATA_LOSS" and "Can't parse" in status["error_message"]
-    assert repo.acquire("m").version == 1
+    with repo.acquire("m") as handle:
+        assert handle.version == 1
     manager.poll_once()
     time.sleep(0.05)
     assert loader.attempts[2] == 3  # not retried forever
