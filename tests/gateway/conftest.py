@@ -173,7 +173,7 @@ def tiny_models(tmp_path_factory) -> TinyModels:
                        log=lambda _msg: None)
     model_config = root / "models.config"
     write_model_config(model_config, paths)
-    (root / "tiny_labels.txt").write_text("".join(f"{wnid} {label}\n" for wnid, label in TINY_LABELS))
+    (root / "tiny_labels.txt").write_text("".join(f"{wnid}\t{label}\n" for wnid, label in TINY_LABELS))
     toml = root / "gateway_models.toml"
     toml.write_text(f"""
 [models.{TINY}]

@@ -1,0 +1,146 @@
+"""Predictions end to end: the in-process gateway app in front of the real model server serving two
+tiny models, every input form, both routes, batches, and equality with TensorFlow in this process."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+
+from flask_server.models import UNTRAINED_WARNING
+from flask_server.preprocess import load_and_preprocess
+from tests.gateway.conftest import TINY, TINY_1000, TINY_1000_SIZE, TINY_LABELS, TINY_SIZE, image_bytes
+from tests.gateway.test_app import assert_error
+
+TINY_PREDICT = f"/v1/models/{TINY}/predict"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def predict_ok(client, path: str, **kwargs) -> dict:
+    response = client.post(path, **kwargs)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+@pytest.fixture(scope="module")
+def expected_tiny(tiny_models, png):
+    """Top-10 of the tiny model computed in this process with TensorFlow on flask_server's preprocessing."""
+    return tensorflow_top_k(tiny_models.paths[TINY] / "1", load_and_preprocess(png, TINY_SIZE), TINY_LABELS, 10)
+
+
+def tensorflow_top_k(version_dir, image: np.ndarray, labels, k: int) -> list[dict]:
+    import tensorflow as tf
+
+    model = tf.saved_model.load(str(version_dir))
+    scores = model.signatures["serving_default"](image=tf.constant(image[None]))["probabilities"].numpy()[0]
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [{"wnid": labels[i][0], "label": labels[i][1], "score": float(scores[i])} for i in order]
+
+
+def assert_same_top_k(actual: list[dict], expected: list[dict]) -> None:
+    assert [(p["wnid"], p["label"]) for p in actual] == [(p["wnid"], p["label"]) for p in expected[:len(actual)]]
+    np.testing.assert_allclose([p["score"] for p in actual], [p["score"] for p in expected[:len(actual)]],
+                               rtol=0, atol=1e-5)
+
+
+def multipart(field: str, data: bytes) -> dict:
+    return {"data": {field: (io.BytesIO(data), "image.png")}, "content_type": "multipart/form-data"}
+
+
+# test that every accepted input form gives the same answer as TensorFlow in this process
+@pytest.mark.parametrize("form", ["json", "urlsafe", "data_url", "whitespace", "file", "image_field",
+                                  "raw_body", "form_b64"])
+def test_input_forms(served_client, png, expected_tiny, form):
+    encoded = b64(png)
+    kwargs = {
+        "json": {"json": {"b64": encoded}},
+        "urlsafe": {"json": {"b64": base64.urlsafe_b64encode(png).decode().rstrip("=")}},
+        "data_url": {"json": {"b64": f"data:image/png;base64,{encoded}"}},
+        "whitespace": {"json": {"b64": "\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))}},
+        "file": multipart("file", png),
+        "image_field": multipart("image", png),
+        "raw_body": {"data": png, "content_type": "image/png"},
+        "form_b64": {"data": {"b64": encoded}},
+    }[form]
+    body = predict_ok(served_client, f"{TINY_PREDICT}?top_k=10", **kwargs)
+    assert body["model"] == TINY and body["model_version"] == 1
+    assert body["warning"] == UNTRAINED_WARNING  # tiny models are exported with untrained weights
+    assert len(body["predictions"]) == 10
+    assert_same_top_k(body["predictions"], expected_tiny)
+
+
+def test_imagenet_model_matches_tensorflow(served_client, tiny_models, photo):
+    from flask_server.labels import load_labels
+
+    expected = tensorflow_top_k(tiny_models.paths[TINY_1000] / "1", load_and_preprocess(photo, TINY_1000_SIZE),
+                                load_labels("imagenet"), 5)
+    body = predict_ok(served_client, "/v1/models/imageclassifier/predict", data=photo, content_type="image/jpeg")
+    assert "warning" not in body  # exported with weights "fixture", not "untrained"
+    assert_same_top_k(body["predictions"], expected)
+
+
+def test_two_models_behind_two_routes(served_client, png):
+    tiny = predict_ok(served_client, TINY_PREDICT, json={"b64": b64(png)})
+    imagenet = predict_ok(served_client, "/v1/models/imageclassifier/predict", json={"b64": b64(png)})
+    assert {p["wnid"] for p in tiny["predictions"]} <= {wnid for wnid, _ in TINY_LABELS}
+    assert all(p["wnid"].startswith("n") and len(p["wnid"]) == 9 for p in imagenet["predictions"])
+    assert len(tiny["predictions"]) == len(imagenet["predictions"]) == 5
+
+
+def test_json_float_signature_equals_the_bytes_fast_path(served_client, png):
+    fast = predict_ok(served_client, f"{TINY_PREDICT}?top_k=3", json={"b64": b64(png)})
+    floats = predict_ok(served_client, "/v1/models/tiny_json/predict", json={"b64": b64(png)})  # top_k = 3
+    assert_same_top_k(floats["predictions"], fast["predictions"])
+
+
+def test_batch_equals_single_requests(served_client):
+    images = [image_bytes(seed=s) for s in range(3)]
+    batch = predict_ok(served_client, TINY_PREDICT, json={"instances": [{"b64": b64(i)} for i in images]})
+    assert len(batch["predictions"]) == 3
+    for image, predictions in zip(images, batch["predictions"]):
+        single = predict_ok(served_client, TINY_PREDICT, data=image, content_type="image/png")
+        assert_same_top_k(predictions, single["predictions"])
+
+
+def test_batch_with_one_bad_image_names_it(served_client, png):
+    body = {"instances": [{"b64": b64(png)}, {"b64": b64(b"not an image")}]}
+    assert_error(served_client.post(TINY_PREDICT, json=body), 400, "instances[1]: not a supported image")
+
+
+def test_top_k_range_follows_the_models_classes(served_client, png):
+    assert len(predict_ok(served_client, f"{TINY_PREDICT}?top_k=1", json={"b64": b64(png)})["predictions"]) == 1
+    assert_error(served_client.post(f"{TINY_PREDICT}?top_k=11", json={"b64": b64(png)}), 400,
+                 "top_k must be between 1 and 10 for model 'tiny'")
+
+
+def test_tutorial_route_answers_a_bare_list(served_client, photo):
+    for kwargs in ({"data": {"b64": b64(photo)}}, {"json": {"b64": b64(photo)}}):
+        rows = predict_ok(served_client, "/imageclassifier/predict/", **kwargs)
+        assert len(rows) == 5 and all(len(row) == 3 for row in rows)
+        wnid, label, score = rows[0]
+        assert wnid.startswith("n") and isinstance(label, str) and 0 <= score <= 1
+        assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
+
+
+def test_models_list_reports_state_version_and_warning(served_client):
+    models = {m["model"]: m for m in served_client.get("/v1/models").get_json()["models"]}
+    assert set(models) == {TINY, "tiny_json", "imageclassifier"}
+    assert all(m["state"] == "AVAILABLE" and m["model_version"] == 1 for m in models.values())
+    assert models[TINY]["warning"] == UNTRAINED_WARNING and "warning" not in models["imageclassifier"]
+    assert models["imageclassifier"]["model_name"] == TINY_1000
+    assert served_client.get(f"/v1/models/{TINY}").get_json()["state"] == "AVAILABLE"
+    ready = served_client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["ready"] is True
+
+
+def test_model_unknown_to_the_model_server_is_503(make_app, model_server, tmp_path, png):
+    config = tmp_path / "models.toml"
+    config.write_text('[models.ghost]\nmodel_name = "ghost"\ninput_size = [32, 32]\n')
+    client = make_app(MODEL_SERVER_URL=model_server.url, MODELS_CONFIG=str(config)).test_client()
+    assert_error(client.post("/v1/models/ghost/predict", data=png, content_type="image/png"), 503, "ghost")
+    assert client.get("/readyz").status_code == 503
