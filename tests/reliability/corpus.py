@@ -201,6 +201,7 @@ GATEWAY_CASES: list[Case] = [
     Case("traversal_static", "path", None, 404, "", path="/static/..%2f..%2f..%2fetc%2fpasswd", method="GET"),
     Case("traversal_static_plain", "path", None, 404, "", path="/static/../../../../etc/passwd", method="GET"),
     Case("nul_in_model_name", "path", GOOD, 404, "no model named", path="/v1/models/ti%00ny/predict"),
+    Case("unknown_http_method", "path", GOOD, 405, "method is not allowed", path=PREDICT, method="BREW"),
     Case("get_on_predict", "path", None, 405, "method is not allowed", path=PREDICT, method="GET"),
     # headers
     Case("long_request_id", "json", GOOD, 200, headers={"X-Request-ID": "r" * 8000}),
@@ -254,6 +255,8 @@ MODEL_SERVER_CASES: list[Case] = [
     Case("verb_case", "json", {"instances": [IMAGE]}, 400, "Malformed request", path=f"/v1/models/{MODEL}:PREDICT"),
     Case("put_method", "json", {"instances": [IMAGE]}, 400, "Malformed request: PUT", path=MS_PREDICT_PATH,
          method="PUT"),
+    # TF Serving's dispatcher: any method on /v1/... reaches the URL parser, which calls it malformed.
+    Case("unknown_http_method", "path", None, 400, "Malformed request: BREW", path=MS_PREDICT_PATH, method="BREW"),
     Case("traversal_status", "path", None, 404, "Could not find any versions of model ../../etc/passwd",
          path="/v1/models/..%2f..%2fetc%2fpasswd", method="GET"),
     Case("not_api_path", "path", None, 404, "Not found", path="/../../etc/passwd", method="GET"),
