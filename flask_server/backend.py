@@ -34,7 +34,7 @@ from requests.adapters import HTTPAdapter
 
 from flask_server.config import GatewayConfig
 from flask_server.errors import (BadModelServerReply, ModelNotAvailable, ModelServerTimeout,
-                                 ModelServerUnavailable)
+                                 ModelServerUnavailable, quote)
 from flask_server.request_id import REQUEST_ID_HEADER
 
 if TYPE_CHECKING:  # models.py imports this module; the spec is only needed for type hints here
@@ -295,5 +295,4 @@ def _reason(exc: BaseException) -> str:
 
 
 def _quote(value: Any) -> str:
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else repr(value)
-    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."
+    return quote(value, _QUOTE_LIMIT)

@@ -104,8 +104,8 @@ class ModelServerTimeout(BackendError):
 
 
 def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
-    """``repr`` of a client-supplied value, truncated, for error messages."""
-    text = repr(value)
+    """``repr`` of a client- or upstream-supplied value (bytes shown as text), truncated, for messages."""
+    text = repr(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from flask import Flask, current_app
 
-from flask_server.backend import ModelServerClient, VersionTracker
+from flask_server.backend import AVAILABLE, ModelServerClient, VersionTracker
 from flask_server.config import ConfigError, GatewayConfig
 from flask_server.errors import BadModelServerReply, BadRequest, BackendError, ModelNotFound
 from flask_server.metrics import backend_timer
@@ -43,7 +43,6 @@ BYTES_SUFFIX = "_bytes"
 BYTES_INPUT_NAME = "pixels_bytes"
 FLOAT_INPUT_NAME = "image"
 UNTRAINED_WARNING = "model has untrained weights: predictions are meaningless"
-AVAILABLE = "AVAILABLE"
 UNAVAILABLE = "UNAVAILABLE"
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _EXTENSION_KEY = "flask_server.models"

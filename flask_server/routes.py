@@ -42,8 +42,9 @@ def tutorial_predict() -> Response:
 def predict(model_route: str) -> Response:
     """One image (JSON ``b64``, multipart file, ``image/*`` body) or a batch (``instances``) -> top-k.
 
-    Answers ``{"model", "model_version", "predictions"[, "warning"]}``; for a batch, ``predictions``
-    holds one list per image.
+    Answers ``{"model", "model_version", "predictions"[, "warning"]}``: ``model_version`` is the
+    integer version that computed the scores, ``predictions`` a list of ``{"wnid", "label", "score"}``
+    (for a batch, one such list per image), ``warning`` present when the weights are untrained.
     """
     model = chosen_model(model_route)
     k = model.check_top_k(parse_top_k(request.args.get(TOP_K_PARAM), model.spec.top_k))

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from flask_server.app import create_app
+from flask_server.request_id import REQUEST_ID_HEADER
 from tests.support.processes import free_port, model_available, start_gateway, start_model_server, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,18 @@ TINY = "tiny"                 # 32x32 input, 10 classes, labels file, untrained 
 TINY_1000 = "tiny1000"        # 48x48 input, 1000 classes, ImageNet labels, "fixture" weights
 TINY_SIZE = (32, 32)
 TINY_1000_SIZE = (48, 48)
+PREDICT = "/v1/models/imageclassifier/predict"
 TINY_LABELS = [(f"c{i:02d}", f"class_{i}") for i in range(10)]
+
+
+def assert_error(response, status: int, message: str) -> dict:
+    """The error body shape every failure shares: {"error", "request_id"} matching the header."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error", "request_id"}
+    assert message in body["error"]
+    assert body["request_id"] == response.headers[REQUEST_ID_HEADER]
+    return body
 
 
 def closed_port_url() -> str:

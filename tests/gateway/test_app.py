@@ -13,18 +13,8 @@ import pytest
 from flask_server.app import create_app
 from flask_server.config import ConfigError
 from flask_server.request_id import REQUEST_ID_HEADER
+from tests.gateway.conftest import PREDICT, assert_error
 
-PREDICT = "/v1/models/imageclassifier/predict"
-
-
-def assert_error(response, status: int, message: str) -> dict:
-    """The error body shape every failure shares: {"error", "request_id"} matching the header."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error", "request_id"}
-    assert message in body["error"]
-    assert body["request_id"] == response.headers[REQUEST_ID_HEADER]
-    return body
 
 
 # test the factory: defaults vs a mapping, and bad settings

@@ -12,8 +12,7 @@ import pytest
 from flask_server.backend import ModelServerClient, VersionTracker, decode_predictions, encode_predict_request
 from flask_server.errors import BadModelServerReply, ModelNotAvailable, ModelServerTimeout, ModelServerUnavailable
 from flask_server.models import ModelSpec
-from tests.gateway.conftest import StubReply, closed_port_url, status_reply
-from tests.gateway.test_app import PREDICT, assert_error
+from tests.gateway.conftest import PREDICT, StubReply, assert_error, closed_port_url, status_reply
 
 SPEC = ModelSpec(route="m", model_server_url="http://unused", model_name="m", input_size=(2, 2))
 PREDICTIONS = json.dumps({"predictions": [[0.1, 0.9]]}).encode()
@@ -68,7 +67,7 @@ def test_unexpected_predictions_are_bad_replies(reply):
     (StubReply(body=b"[1, 2]"), BadModelServerReply, "not a JSON object"),
     (StubReply(status=400, body=b'{"error": "Expected 12 values"}'), BadModelServerReply,
      "rejected the gateway's request (400): Expected 12 values"),
-    (StubReply(status=500, body=b"boom", content_type="text/plain"), BadModelServerReply, "failed (500): boom"),
+    (StubReply(status=500, body=b"boom", content_type="text/plain"), BadModelServerReply, "failed (500): 'boom'"),
     (StubReply(status=404, body=b'{"error": "Servable not found for request: Latest(m)"}'), ModelNotAvailable,
      "Servable not found"),
     (StubReply(status=503, body=b'{"error": "queue full"}'), ModelServerUnavailable, "queue full"),

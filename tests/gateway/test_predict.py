@@ -11,8 +11,8 @@ import pytest
 
 from flask_server.models import UNTRAINED_WARNING
 from flask_server.preprocess import load_and_preprocess
-from tests.gateway.conftest import TINY, TINY_1000, TINY_1000_SIZE, TINY_LABELS, TINY_SIZE, image_bytes
-from tests.gateway.test_app import assert_error
+from tests.gateway.conftest import (TINY, TINY_1000, TINY_1000_SIZE, TINY_LABELS, TINY_SIZE, assert_error,
+                                    image_bytes)
 
 TINY_PREDICT = f"/v1/models/{TINY}/predict"
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.gateway.conftest import image_bytes
-from tests.gateway.test_app import assert_error
+from tests.gateway.conftest import assert_error, image_bytes
 from tests.support.processes import start_model_server
 from tests.support.tiny_models import export_tiny_classifier
 
