@@ -103,11 +103,16 @@ class ChildProcess:
         """The last ``lines`` lines the process printed."""
         return "\n".join(list(self._tail)[-lines:])
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL; return the exit code."""
+    def terminate(self) -> None:
+        """SIGTERM the process group without waiting (to stop several servers at once; then ``stop``)."""
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL; return the exit code."""
+        if self.popen.poll() is None:
+            self.terminate()
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

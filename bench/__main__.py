@@ -1,0 +1,246 @@
+"""Benchmark: bare model vs model server vs gateway vs the tutorial's path, side by side, one table.
+
+Starts everything itself on 127.0.0.1 and free ports: exports InceptionV3 (untrained weights: same
+speed) to a temp dir, loads it in a bare process (the floor), then starts the model server
+(with and without ``--enable_batching``) and the gunicorn gateway (flask_server/gunicorn.conf.py)
+with the commands ``make run`` uses, and runs every path at 1, 4 and 16 concurrent clients with the
+same images (retina.jpg, astronaut.png, alternating). Every response is checked.
+
+Typical usage::
+
+    python -m bench                      # make bench: full run, ~4 minutes on 2 cores
+    python -m bench --quick --tiny       # smoke run with a tiny model (~30 s)
+    python -m bench --model-base-path my_image_classifier --json bench/results.json
+    python -m bench --sweep 1x4,2x4,4x4,2x8 --only-sweep   # gateway workers x threads
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import report
+from bench.images import image_paths
+from bench.load import run_load
+from bench.models import export_in_subprocess, gateway_models_config, input_size, latest_version
+from bench.paths import gateway_send, model_server_send, tutorial_send
+from bench.procinfo import peak_rss_mb, rss_mb, tree
+from bench.servers import BareProcess, bare_process, gateway, model_server
+from flask_server.models import DEFAULT_ROUTE
+from scripts.auto_cmd import DEFAULT_MODEL_NAME, ChildDied
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Request counts per row for each number of concurrent clients, and bounds."""
+
+    requests: dict[int, int]  # clients -> requests for the server rows
+    tutorial_requests: dict[int, int]  # the tutorial path is ~5x slower: fewer requests, same bound
+    time_limit: float  # seconds per measurement, whatever the count
+    batch_sizes: tuple[int, ...]  # the bare model's throughput is measured at each
+    warmup: int  # untimed requests per client before the 1-client measurement
+
+
+FULL = Plan({1: 24, 4: 32, 16: 64}, {1: 8, 4: 12, 16: 24}, 40.0, (1, 4, 8, 16), 2)
+QUICK = Plan({1: 5, 4: 8, 16: 16}, {1: 3, 4: 4, 16: 16}, 15.0, (1, 4), 1)
+SWEEP_REQUESTS = 96
+
+
+def measure_model(bare: BareProcess, clients: int, plan: Plan, row: dict) -> None:
+    """The ``model`` row at this level: batch-1 latency at 1, batch-N throughput at N clients.
+
+    At the last level it also measures the remaining batch sizes, for the best throughput.
+    """
+    images = plan.requests[clients]
+    if clients == 1:
+        answer = bare.ask_line({"latency": images})
+        row.setdefault("levels", {})["1"] = {"p50_ms": answer["p50_ms"], "p99_ms": answer["p99_ms"], "errors": 0}
+        return
+    sizes = [clients] if clients != report.LEVELS[-1] else [s for s in plan.batch_sizes if s not in report.LEVELS[1:-1]]
+    for size in sizes:
+        rate = bare.ask_line({"throughput": [size, images]})["img_per_s"]
+        row.setdefault("throughput_by_batch", {})[str(size)] = rate
+    by_batch = row["throughput_by_batch"]
+    row["levels"][str(clients)] = {"throughput": by_batch.get(str(clients)), "errors": 0}
+    row["best_throughput"] = max(by_batch.values())
+
+
+def measure_rows(senders: dict, bare: BareProcess | None, plan: Plan, rows: dict) -> None:
+    """Run every path at 1, 4, 16 clients; interleaved by level so the rows share the same moment."""
+    for clients in report.LEVELS:
+        if bare:
+            measure_model(bare, clients, plan, rows["model"])
+        for key, send in senders.items():
+            total = (plan.tutorial_requests if key == "tutorial" else plan.requests)[clients]
+            warmup = plan.warmup if clients == 1 else 0
+            result = run_load(send, clients, total, plan.time_limit, warmup)
+            rows[key].setdefault("levels", {})[str(clients)] = result.as_dict()
+            print(f"  {key:<22} {clients:>2} clients: {result.ok:>3} ok, {result.errors} errors, "
+                  f"p50 {result.p(50):7.1f} ms, {result.throughput:5.1f} img/s", file=sys.stderr, flush=True)
+
+
+def process_entry(name: str, pid: int, cold_start_s: float, rss_ready: float) -> dict:
+    """Memory of one process tree: when ready, now (after the load) and its peak."""
+    pids = tree(pid)
+    return {"name": name, "cold_start_s": cold_start_s, "rss_ready_mb": rss_ready,
+            "rss_after_mb": sum(rss_mb(p) for p in pids), "peak_mb": sum(peak_rss_mb(p) for p in pids)}
+
+
+def worker_entry(server, rss_ready: list[tuple[float, float]]) -> dict:
+    workers = server.worker_rss_mb()
+    return {"name": "gateway worker (max)", "cold_start_s": server.cold_start_s,
+            "rss_ready_mb": max((now for now, _ in rss_ready), default=None),
+            "rss_after_mb": max((now for now, _ in workers), default=None),
+            "peak_mb": max((peak for _, peak in workers), default=None), "workers": len(workers)}
+
+
+def run_sweep(configs: list[str], ms_url: str, route: str, images: list[bytes], plan: Plan, log_dir: Path,
+              models_config: Path | None) -> list[dict]:
+    """Gateway throughput at 16 clients for each ``WORKERSxTHREADS`` config, same model server."""
+    results = []
+    for config in configs:
+        workers, threads = (int(n) for n in config.lower().split("x"))
+        try:
+            with gateway(f"gateway {config}", ms_url, log_dir, workers, threads, models_config) as gw:
+                send = gateway_send(gw.url, route, images)
+                run_load(send, 4, 8, plan.time_limit)  # warm every worker's connections
+                result = run_load(send, 16, SWEEP_REQUESTS if plan is FULL else 16, plan.time_limit)
+                results.append({"config": config, **result.as_dict(),
+                                "worker_rss_mb": max((now for now, _ in gw.worker_rss_mb()), default=None)})
+        except Exception as exc:  # noqa: BLE001 - a failed config is reported, the others still run
+            results.append({"config": config, "error": repr(exc)[:300]})
+        print(f"  sweep {config}: {results[-1].get('throughput', 0):.1f} img/s", file=sys.stderr, flush=True)
+    return results
+
+
+def note_failure(rows: dict, key: str, exc: Exception) -> None:
+    """A server that did not start: its rows (and its gateway's) say why, the others still run."""
+    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]}"
+    for row in (key, key.replace("model_server", "gateway")):
+        rows.setdefault(row, {"error": reason})
+    print(f"  {key}: {exc}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few requests: a smoke run, not a measurement")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model instead of InceptionV3 (for tests)")
+    parser.add_argument("--model-base-path", type=Path,
+                        help="use this exported model directory (e.g. my_image_classifier) instead of exporting")
+    parser.add_argument("--route", default=DEFAULT_ROUTE, help="gateway route to call (%(default)s)")
+    parser.add_argument("--no-batching", action="store_true", help="skip the + batching rows")
+    parser.add_argument("--sweep", default="", help="also measure gateway configs, e.g. 1x4,2x4,4x4,2x8")
+    parser.add_argument("--only-sweep", action="store_true", help="only the sweep (with the model server)")
+    parser.add_argument("--json", type=Path, help="also write all figures to this JSON file")
+    parser.add_argument("--keep-logs", type=Path, help="write server logs here instead of a temp dir")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    model_name = DEFAULT_MODEL_NAME
+    images = [p.read_bytes() for p in image_paths()]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, contextlib.ExitStack() as stack:
+        log_dir = args.keep_logs or Path(tmp)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if args.model_base_path:
+            base_path = args.model_base_path.resolve()
+        else:
+            base_path = Path(tmp) / model_name
+            print(f"exporting {'tiny model' if args.tiny else 'InceptionV3 (weights=None)'} ...", file=sys.stderr)
+            export_in_subprocess("tiny" if args.tiny else "inception", base_path)
+        version_dir = latest_version(base_path)
+        size = input_size(version_dir)
+        models_config = gateway_models_config(version_dir, Path(tmp), args.route)
+        classes = json.loads((version_dir / "assets.extra" / "export_info.json").read_text()).get("classes")
+        figures: dict = {"model": f"{version_dir} ({size[0]}x{size[1]}, {classes} classes)",
+                         "images": [p.name for p in image_paths()],
+                         "mode": "quick" if args.quick else "full", "rows": {}, "processes": []}
+        rows = figures["rows"]
+
+        # A full run starts the processes one after another, so each cold start is measured alone; a
+        # quick run starts them all at once (their cold starts then overlap and mean little).
+        wait = not args.quick
+        print("loading the model in a bare process, starting servers ...", file=sys.stderr, flush=True)
+        bare = None if args.only_sweep else stack.enter_context(bare_process(version_dir, wait))
+        servers: dict = {}
+        specs = [("model_server", False)] + ([] if args.no_batching or args.only_sweep else [("model_server_batching", True)])
+        for key, batching in specs:
+            ms = stack.enter_context(model_server(key.replace("_", " "), model_name, base_path, log_dir, batching, wait))
+            gw_key = key.replace("model_server", "gateway")
+            if wait:
+                try:
+                    ms.wait_ready()
+                except (ChildDied, TimeoutError) as exc:
+                    note_failure(rows, key, exc)
+                    continue
+            servers[key] = ms
+            servers[gw_key] = stack.enter_context(gateway(gw_key.replace("_", " "), ms.url, log_dir,
+                                                          models_config=models_config, wait=wait))
+        ready_rss = {}
+        if bare:
+            rows["model"] = {}
+            ready_rss["bare"] = rss_mb(bare.wait_ready().pid)
+        for key, server in list(servers.items()):
+            if key.startswith("gateway") and key.replace("gateway", "model_server") not in servers:
+                del servers[key]  # its model server did not start: it would never be ready
+                continue
+            try:
+                server.wait_ready()
+            except (ChildDied, TimeoutError) as exc:
+                note_failure(rows, key, exc)
+                del servers[key]
+                continue
+            ready_rss[key] = server.worker_rss_mb() if key.startswith("gateway") else server.rss_mb()
+
+        senders = {}
+        if "model_server" in servers and not args.only_sweep:
+            ms_url = servers["model_server"].url
+            senders["model_server"] = model_server_send(ms_url, model_name, images, size, classes)
+            senders["tutorial"] = tutorial_send(ms_url, model_name, images, size, classes)
+        if "gateway" in servers and not args.only_sweep:
+            senders["gateway"] = gateway_send(servers["gateway"].url, args.route, images)
+        if "model_server_batching" in servers:
+            senders["model_server_batching"] = model_server_send(servers["model_server_batching"].url, model_name,
+                                                                 images, size, classes)
+        if "gateway_batching" in servers:
+            senders["gateway_batching"] = gateway_send(servers["gateway_batching"].url, args.route, images)
+        for key in senders:
+            rows.setdefault(key, {})
+        measure_rows(senders, bare, plan, rows)
+
+        if bare:
+            figures["processes"].append(process_entry("bare process (same SavedModel)", bare.pid, bare.cold_start_s,
+                                                      ready_rss["bare"]))
+        for key, label in (("model_server", "model server"), ("model_server_batching", "model server + batching")):
+            if key in servers:
+                figures["processes"].append(process_entry(label, servers[key].child.pid, servers[key].cold_start_s,
+                                                          ready_rss[key]))
+        if "gateway" in servers:
+            figures["processes"].append(worker_entry(servers["gateway"], ready_rss["gateway"]))
+            master = servers["gateway"]
+            figures["processes"].append({"name": "gateway master (gunicorn arbiter)",
+                                         "rss_after_mb": master.rss_mb() - sum(n for n, _ in master.worker_rss_mb())})
+        if args.sweep and "model_server" in servers:
+            figures["sweep"] = run_sweep(args.sweep.split(","), servers["model_server"].url, args.route, images,
+                                         plan, log_dir, models_config)
+        for server in servers.values():  # all at once (~2 s each); the stack then only waits
+            server.child.terminate()
+    figures["wall_s"] = time.monotonic() - started
+    print(report.render(figures))
+    print(f"\n(total {figures['wall_s']:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

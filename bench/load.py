@@ -1,0 +1,100 @@
+"""Closed-loop load generation: N client threads, each with its own keep-alive session.
+
+Every request is checked (status and body); a failed check counts as an error and its latency is
+not recorded. The run stops after a fixed number of requests or a time bound, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+import requests
+
+from bench.stats import percentile
+
+# A request function: sends request number ``i`` with ``session``, raises on any bad response.
+Send = Callable[[requests.Session, int], None]
+
+
+@dataclasses.dataclass
+class LoadResult:
+    """What one load run measured."""
+
+    clients: int
+    latencies: list[float]
+    errors: int
+    wall_s: float
+    error_samples: list[str]
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def throughput(self) -> float:
+        """Successful requests per second over the whole run."""
+        return self.ok / self.wall_s if self.wall_s > 0 else 0.0
+
+    def p(self, pct: float) -> float:
+        """Latency percentile in milliseconds."""
+        return 1000 * percentile(self.latencies, pct)
+
+    def as_dict(self) -> dict:
+        return {"clients": self.clients, "requests_ok": self.ok, "errors": self.errors, "wall_s": self.wall_s,
+                "throughput": self.throughput, "p50_ms": self.p(50), "p99_ms": self.p(99),
+                "error_samples": self.error_samples[:3]}
+
+
+def run_load(send: Send, clients: int, total: int, time_limit: float, warmup: int = 0) -> LoadResult:
+    """Send ``total`` requests from ``clients`` threads (stop early after ``time_limit`` seconds).
+
+    Each thread first sends ``warmup`` untimed requests on its own session (connection set-up,
+    server-side first-call costs), then all threads start the timed run together.
+    """
+    counter = itertools.count()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = [0.0]
+
+    def start_clock() -> None:  # runs once, before any thread passes the barrier
+        deadline[0] = time.monotonic() + time_limit
+
+    barrier = threading.Barrier(clients + 1, action=start_clock)
+
+    def client() -> None:
+        with requests.Session() as session:
+            for i in range(warmup):
+                try:
+                    send(session, -1 - i)
+                except Exception as exc:  # noqa: BLE001 - every failure is an error to count
+                    with lock:
+                        errors.append(f"warm-up: {exc!r}"[:300])
+            barrier.wait()
+            while True:
+                i = next(counter)
+                if i >= total or time.monotonic() > deadline[0]:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    send(session, i)
+                except Exception as exc:  # noqa: BLE001 - every failure is an error to count
+                    with lock:
+                        errors.append(repr(exc)[:300])
+                    continue
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    latencies.append(elapsed)
+
+    threads = [threading.Thread(target=client, name=f"client-{n}", daemon=True) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join(time_limit + 60)
+    return LoadResult(clients, latencies, len(errors), time.perf_counter() - started, errors)

@@ -1,0 +1,106 @@
+"""One request function per benchmarked path, each checking its response.
+
+* ``model_server_send``: client preprocessing + ``serving_bytes`` with ``{"b64": raw float32}``
+  (orjson), the fastest documented way to call the model server directly.
+* ``gateway_send``: base64 of the encoded image file in ``{"b64": ...}``; the gateway does the rest.
+* ``tutorial_send``: the tutorial's way: nearest resize, / 255, ``tolist()`` and standard-library
+  ``json`` into the row format of ``serving_default``, parsed back with ``json`` too.
+
+Every function raises ``BadResponse`` unless the status is 200 and the body is a sane prediction.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Sequence
+
+import orjson
+import requests
+
+from bench.images import preprocess, preprocess_tutorial
+from bench.load import Send
+
+TIMEOUT = (2.0, 60.0)  # connect, read: a saturated InceptionV3 queue can take seconds
+JSON_HEADERS = {"Content-Type": "application/json"}
+TOP_K = 5
+
+
+class BadResponse(RuntimeError):
+    """A response that is not 200 with a usable prediction; the message quotes it (truncated)."""
+
+
+def _check_status(response: requests.Response) -> None:
+    if response.status_code != 200:
+        raise BadResponse(f"HTTP {response.status_code}: {response.text[:200]}")
+
+
+def check_probabilities(body: dict, classes: int | None = None) -> None:
+    """TF Serving's row-format answer: ``predictions`` = one probability vector summing to ~1."""
+    predictions = body.get("predictions")
+    if not isinstance(predictions, list) or len(predictions) != 1:
+        raise BadResponse(f"expected one prediction, got {str(body)[:200]}")
+    row = predictions[0]
+    if isinstance(row, dict):  # named output form
+        row = row.get("probabilities")
+    if not isinstance(row, list) or (classes and len(row) != classes) or not math.isclose(sum(row), 1, abs_tol=1e-3):
+        raise BadResponse(f"expected a probability vector, got {str(row)[:200]}")
+
+
+def check_top_k(body: object) -> None:
+    """The gateway's answer: somewhere a list of up to 5 labelled scores, best first."""
+    candidates = [body]
+    if isinstance(body, dict):
+        candidates += [v for v in body.values() if isinstance(v, list)]
+        candidates += [v[0] for v in body.values() if isinstance(v, list) and v and isinstance(v[0], list)]
+    for candidate in candidates:
+        if isinstance(candidate, list) and 1 <= len(candidate) <= TOP_K and all(
+                isinstance(item, (dict, list)) for item in candidate):
+            return
+    raise BadResponse(f"expected top-{TOP_K} labels, got {str(body)[:200]}")
+
+
+def model_server_send(url: str, model_name: str, images: Sequence[bytes], size: tuple[int, int],
+                      classes: int | None = None) -> Send:
+    """Preprocess on the client, then ``serving_bytes`` predict with raw float32 as base64."""
+    predict_url = f"{url}/v1/models/{model_name}:predict"
+
+    def send(session: requests.Session, i: int) -> None:
+        pixels = preprocess(images[i % len(images)], size)
+        payload = {"signature_name": "serving_bytes",
+                   "instances": [{"pixels_bytes": {"b64": base64.b64encode(pixels.tobytes()).decode()}}]}
+        response = session.post(predict_url, data=orjson.dumps(payload), headers=JSON_HEADERS, timeout=TIMEOUT)
+        _check_status(response)
+        check_probabilities(orjson.loads(response.content), classes)
+
+    return send
+
+
+def gateway_send(url: str, route: str, images: Sequence[bytes]) -> Send:
+    """POST ``{"b64": <encoded image file>}`` to the gateway's predict URL for ``route``."""
+    predict_url = f"{url}/v1/models/{route}/predict"
+
+    def send(session: requests.Session, i: int) -> None:
+        # Encoding is the client's work (~1 ms for 700 KB), so it is inside the timed request.
+        payload = {"b64": base64.b64encode(images[i % len(images)]).decode()}
+        response = session.post(predict_url, data=orjson.dumps(payload), headers=JSON_HEADERS, timeout=TIMEOUT)
+        _check_status(response)
+        check_top_k(orjson.loads(response.content))
+
+    return send
+
+
+def tutorial_send(url: str, model_name: str, images: Sequence[bytes], size: tuple[int, int],
+                  classes: int | None = None) -> Send:
+    """The tutorial's request: float JSON from the standard library into ``serving_default``."""
+    predict_url = f"{url}/v1/models/{model_name}:predict"
+
+    def send(session: requests.Session, i: int) -> None:
+        pixels = preprocess_tutorial(images[i % len(images)], size)
+        body = json.dumps({"signature_name": "serving_default", "instances": [{"image": pixels.tolist()}]})
+        response = session.post(predict_url, data=body, headers=JSON_HEADERS, timeout=TIMEOUT)
+        _check_status(response)
+        check_probabilities(json.loads(response.text), classes)
+
+    return send

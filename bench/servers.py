@@ -1,0 +1,160 @@
+"""Start the model server and the gunicorn gateway for the benchmark, exactly as ``make run`` does,
+and the bare model process they are compared with.
+
+The commands come from scripts/auto_cmd.py (``model_server_command``, ``gateway_command``); here
+they get free ports on 127.0.0.1, log files instead of the terminal, and memory readings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from bench.procinfo import children, peak_rss_mb, rss_mb, tree
+from scripts.auto_cmd import (REPO_ROOT, ChildProcess, gateway_command, gateway_env, model_server_command, wait_for_http_ok,
+                              wait_for_model)
+
+HOST = "127.0.0.1"
+# TF Serving's batching parameters (text proto), as given in the brief and the model server's docs.
+BATCHING_PARAMETERS = """\
+max_batch_size { value: 8 }
+batch_timeout_micros { value: 2000 }
+num_batch_threads { value: 1 }
+max_enqueued_batches { value: 32 }
+"""
+STARTUP_TIMEOUT = 180.0
+UNLIMITED = "default=1000000/minute"
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """A started server: its process, URL and, once ``wait_ready`` returned, its cold start."""
+
+    name: str
+    child: ChildProcess
+    url: str
+    ready_check: Callable[[], float]  # blocks until ready, returns seconds since spawn
+    cold_start_s: float | None = None
+
+    def wait_ready(self) -> RunningServer:
+        """Block until the server is ready (ChildDied / TimeoutError otherwise); idempotent."""
+        if self.cold_start_s is None:
+            self.cold_start_s = self.ready_check()
+        return self
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server's whole process tree now."""
+        return sum(rss_mb(pid) for pid in tree(self.child.pid))
+
+    def peak_rss_mb(self) -> float:
+        """Sum over the tree of each process's peak (an upper bound for a multi-process server)."""
+        return sum(peak_rss_mb(pid) for pid in tree(self.child.pid))
+
+    def worker_rss_mb(self) -> list[tuple[float, float]]:
+        """(now, peak) for each direct child: gunicorn's workers."""
+        return [(rss_mb(pid), peak_rss_mb(pid)) for pid in children(self.child.pid)]
+
+
+@contextlib.contextmanager
+def model_server(name: str, model_name: str, base_path: Path, log_dir: Path, batching: bool = False,
+                 wait: bool = True) -> Iterator[RunningServer]:
+    """Run the model server (optionally with ``--enable_batching``); with ``wait``, until AVAILABLE."""
+    port = free_port()
+    extra: Sequence[str] = ()
+    if batching:
+        params = log_dir / "batching_parameters.txt"
+        params.write_text(BATCHING_PARAMETERS)
+        extra = ("--enable_batching", f"--batching_parameters_file={params}")
+    args = model_server_command(model_name, base_path, port, HOST, extra_args=extra)
+    child = ChildProcess(name, args, echo=False, log_path=log_dir / f"{name.replace(' ', '_')}.log")
+    url = f"http://{HOST}:{port}"
+    server = RunningServer(name, child, url, lambda: wait_for_model(url, model_name, child, STARTUP_TIMEOUT))
+    try:
+        yield server.wait_ready() if wait else server
+    finally:
+        child.stop()
+
+
+@contextlib.contextmanager
+def gateway(name: str, model_server_url: str, log_dir: Path, workers: int | None = None, threads: int | None = None,
+            models_config: Path | None = None, wait: bool = True) -> Iterator[RunningServer]:
+    """Run the gateway under gunicorn with flask_server/gunicorn.conf.py; with ``wait``, until /readyz is 200.
+
+    The rate limit is lifted (the default 60/minute per client would turn the benchmark into 429s).
+    """
+    port = free_port()
+    args = gateway_command(f"{HOST}:{port}", workers, threads)
+    env = {**gateway_env(model_server_url), "GATEWAY_RATE_LIMITS": UNLIMITED}
+    if models_config:
+        env["MODELS_CONFIG"] = str(models_config)
+    child = ChildProcess(name, args, env=env, echo=False, log_path=log_dir / f"{name.replace(' ', '_')}.log")
+    url = f"http://{HOST}:{port}"
+    server = RunningServer(name, child, url, lambda: wait_for_http_ok(f"{url}/readyz", child, STARTUP_TIMEOUT))
+    try:
+        yield server.wait_ready() if wait else server
+    finally:
+        child.stop()
+
+
+class BareProcess:
+    """``python -m bench.bare_model`` as a child: send a command, get its JSON answer."""
+
+    def __init__(self, version_dir: Path) -> None:
+        self._started = time.monotonic()
+        self.popen = subprocess.Popen([sys.executable, "-m", "bench.bare_model", "--version-dir", str(version_dir)],
+                                      cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        self.cold_start_s: float | None = None
+
+    def wait_ready(self) -> BareProcess:
+        """Block until the model is loaded and warmed up (its ``{"ready": true}`` line)."""
+        if self.cold_start_s is None:
+            self.ask_line()
+            self.cold_start_s = time.monotonic() - self._started
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def ask_line(self, command: dict | None = None) -> dict:
+        """Send ``command`` (if any) and return the next answer; RuntimeError if the process died."""
+        if command is not None:
+            self.popen.stdin.write(json.dumps(command) + "\n")
+            self.popen.stdin.flush()
+        line = self.popen.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bare model process exited with code {self.popen.wait(10)}")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        self.popen.stdin.close()
+        try:
+            self.popen.wait(20)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(10)
+
+
+@contextlib.contextmanager
+def bare_process(version_dir: Path, wait: bool = True) -> Iterator[BareProcess]:
+    """The bare model process for the benchmark's duration."""
+    bare = BareProcess(version_dir)
+    try:
+        yield bare.wait_ready() if wait else bare
+    finally:
+        bare.stop()
