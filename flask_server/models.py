@@ -11,6 +11,7 @@ file and the key, at start-up.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import tomllib
 from collections.abc import Mapping
@@ -46,6 +47,8 @@ UNTRAINED_WARNING = "model has untrained weights: predictions are meaningless"
 UNAVAILABLE = "UNAVAILABLE"
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _EXTENSION_KEY = "flask_server.models"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,14 +196,17 @@ class ServedModel:
 
     def predict(self, batch: np.ndarray, request_id: str) -> Prediction:
         """Run ``batch`` (N, H, W, 3) on the model server; raises a BackendError subclass on failure."""
+        def call(version: int) -> np.ndarray:
+            self._check_input_size(version)
+            return self.client.predict(self.spec, batch, version, request_id)
+
         with backend_timer(self.spec.route):
-            probabilities, version = self.versions.predict(
-                lambda v: self.client.predict(self.spec, batch, v, request_id))
+            probabilities, version = self.versions.predict(call)
         if probabilities.shape != (batch.shape[0], self.classes):
             raise BadModelServerReply(
                 f"model {self.spec.model_name!r} version {version} returned scores of shape "
                 f"{list(probabilities.shape)} for {batch.shape[0]} image(s); the gateway has "
-                f"{self.classes} labels for it (check labels in MODELS_CONFIG)")
+                f"{self.classes} labels for it (check models.{self.spec.route}.labels in MODELS_CONFIG)")
         return Prediction(probabilities, version, self.warning(version))
 
     def top_k(self, probabilities: np.ndarray, k: int) -> list[dict[str, Any]]:
@@ -216,8 +222,26 @@ class ServedModel:
 
     def warning(self, version: int) -> str | None:
         """The untrained-weights warning if the version's export_info says so."""
-        info = self.versions.export_info(version)
-        return UNTRAINED_WARNING if info.get("weights") == "untrained" else None
+        return UNTRAINED_WARNING if self.export_info(version).get("weights") == "untrained" else None
+
+    def export_info(self, version: int) -> dict[str, Any]:
+        """The version's export_info, or {} when the model server has none or cannot give it now:
+        it only adds a warning and a config check, so its absence must not fail a prediction."""
+        try:
+            return self.versions.export_info(version)
+        except BackendError as exc:
+            logger.warning("model %s version %s: no export_info (%s)", self.spec.route, version, exc.message)
+            return {}
+
+    def _check_input_size(self, version: int) -> None:
+        """BadModelServerReply (502) naming the config key when the model takes another image size;
+        otherwise the model server's own error would be an opaque reshape failure."""
+        expected = self.export_info(version).get("input_size")
+        if expected and tuple(expected) != tuple(self.spec.input_size):
+            raise BadModelServerReply(
+                f"model {self.spec.model_name!r} version {version} takes {expected[0]}x{expected[1]} images "
+                f"but the gateway is configured for {self.spec.input_size[0]}x{self.spec.input_size[1]} "
+                f"(models.{self.spec.route}.input_size in MODELS_CONFIG)")
 
     def status(self) -> dict[str, Any]:
         """``{"model", "model_name", "state", "model_version"[, "warning"]}``; never raises for

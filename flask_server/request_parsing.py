@@ -106,7 +106,8 @@ def parse_form_images(form: MultiDict, files: MultiDict) -> ImageInputs:
             return ImageInputs([upload.read()], batch=False)
     if B64_KEY in form:
         return ImageInputs([decode_base64(form[B64_KEY])], batch=False)
-    raise BadRequest(f"form has no image: send a file in field {FILE_FIELDS[0]!r} or base64 in field {B64_KEY!r}")
+    raise BadRequest(f"form has no image: send a file in field {FILE_FIELDS[0]!r} or base64 in field {B64_KEY!r} "
+                     "(for a JSON body, set Content-Type: application/json)")
 
 
 def images_from_request(request: Any, max_batch_size: int) -> ImageInputs:

@@ -152,3 +152,17 @@ def test_models_list_never_500s(make_app, upstream):
     [model] = response.get_json()["models"]
     assert model["state"] == "UNAVAILABLE" and "not a JSON object" in model["error"]
     assert client.get("/readyz").status_code == 503
+
+
+def test_missing_metadata_does_not_fail_a_prediction(make_app, upstream, png):
+    """export_info only adds a warning and a size check; a model server without it still serves."""
+    scores = json.dumps({"predictions": [[i / 1000 for i in range(1000)]]}).encode()
+    healthy = routed(predict=StubReply(body=scores))
+    upstream.reply = lambda method, path: (StubReply(status=500, body=b'{"error": "no metadata"}')
+                                           if path.endswith("/metadata") else healthy(method, path))
+    client = make_app(MODEL_SERVER_URL=upstream.url).test_client()
+    response = client.post(PREDICT, data=png, content_type="image/png")
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["model_version"] == 1 and "warning" not in body
+    assert body["predictions"][0]["score"] == pytest.approx(0.999)

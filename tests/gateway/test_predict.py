@@ -144,3 +144,11 @@ def test_model_unknown_to_the_model_server_is_503(make_app, model_server, tmp_pa
     client = make_app(MODEL_SERVER_URL=model_server.url, MODELS_CONFIG=str(config)).test_client()
     assert_error(client.post("/v1/models/ghost/predict", data=png, content_type="image/png"), 503, "ghost")
     assert client.get("/readyz").status_code == 503
+
+
+def test_wrong_input_size_in_the_config_is_a_502_naming_the_key(make_app, model_server, tmp_path, png):
+    config = tmp_path / "models.toml"
+    config.write_text(f'[models.wrong]\nmodel_name = "{TINY_1000}"\ninput_size = [64, 64]\n')
+    client = make_app(MODEL_SERVER_URL=model_server.url, MODELS_CONFIG=str(config)).test_client()
+    assert_error(client.post("/v1/models/wrong/predict", data=png, content_type="image/png"), 502,
+                 "takes 48x48 images but the gateway is configured for 64x64 (models.wrong.input_size")
