@@ -144,3 +144,11 @@ def test_no_cors_headers_without_origins(client):
     response = client.options(PREDICT, headers={"Origin": "https://app.example.com",
                                                 "Access-Control-Request-Method": "POST"})
     assert not any(h.startswith("Access-Control-") for h in response.headers.keys())
+
+
+def test_rate_limited_requests_get_the_same_error_body(make_app, png):
+    client = make_app(GATEWAY_RATE_LIMITS="default=1/minute").test_client()
+    client.post(PREDICT, data=png, content_type="image/png")
+    limited = client.post(PREDICT, data=png, content_type="image/png")
+    assert_error(limited, 429, "")
+    assert "Retry-After" in limited.headers
