@@ -32,7 +32,8 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
-from flask_server.config import GatewayConfig
+from flask_server.config import (DEFAULT_BACKEND_CONNECT_TIMEOUT, DEFAULT_BACKEND_POOL_SIZE, DEFAULT_BACKEND_TIMEOUT,
+                                 GatewayConfig)
 from flask_server.errors import (BadModelServerReply, ModelNotAvailable, ModelServerTimeout,
                                  ModelServerUnavailable, quote)
 from flask_server.request_id import REQUEST_ID_HEADER
@@ -64,8 +65,9 @@ class ModelServerClient:
     ``timeout`` is ``(connect, read)`` seconds; ``session`` may be injected (tests, custom TLS).
     """
 
-    def __init__(self, base_url: str, timeout: tuple[float, float] = (2.0, 10.0), pool_size: int = 16,
-                 session: requests.Session | None = None) -> None:
+    def __init__(self, base_url: str,
+                 timeout: tuple[float, float] = (DEFAULT_BACKEND_CONNECT_TIMEOUT, DEFAULT_BACKEND_TIMEOUT),
+                 pool_size: int = DEFAULT_BACKEND_POOL_SIZE, session: requests.Session | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         if session is None:

@@ -20,8 +20,8 @@ NO_REQUEST_ID = "-"
 
 
 def init_app(app: Flask) -> None:
-    """Assign the id before any other before-request hook and echo it on every response."""
-    app.before_request_funcs.setdefault(None, []).insert(0, _assign_request_id)
+    """Assign the id (create_app calls this first, so before any other hook) and echo it on every response."""
+    app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
 
 

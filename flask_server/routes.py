@@ -14,7 +14,7 @@ import numpy as np
 from flask import Blueprint, Response, g, jsonify, request
 
 from flask_server.errors import BadRequest
-from flask_server.models import AVAILABLE, DEFAULT_ROUTE, ServedModel, get_model, get_registry
+from flask_server.models import AVAILABLE, DEFAULT_ROUTE, Prediction, ServedModel, get_model, get_registry
 from flask_server.preprocess import ImageDecodeError, load_and_preprocess
 from flask_server.request_id import get_request_id
 from flask_server.request_parsing import images_from_request, parse_top_k
@@ -32,8 +32,7 @@ def tutorial_predict() -> Response:
     inputs = images_from_request(request, max_batch_size=1)
     if inputs.batch:
         raise BadRequest(f"this route takes one image; POST batches to /v1/models/{DEFAULT_ROUTE}/predict")
-    prediction = model.predict(preprocess_images(model, inputs.images), get_request_id())
-    g.model_version = prediction.version
+    prediction = classify(model, inputs.images)
     rows = model.top_k(prediction.probabilities[0], model.spec.top_k)
     return jsonify([[row["wnid"], row["label"], row["score"]] for row in rows])
 
@@ -49,8 +48,7 @@ def predict(model_route: str) -> Response:
     model = chosen_model(model_route)
     k = model.check_top_k(parse_top_k(request.args.get(TOP_K_PARAM), model.spec.top_k))
     inputs = images_from_request(request, get_registry().config.max_batch_size)
-    prediction = model.predict(preprocess_images(model, inputs.images), get_request_id())
-    g.model_version = prediction.version
+    prediction = classify(model, inputs.images)
     rows = [model.top_k(scores, k) for scores in prediction.probabilities]
     body: dict[str, Any] = {"model": model.spec.route, "model_version": prediction.version,
                             "predictions": rows if inputs.batch else rows[0]}
@@ -90,6 +88,13 @@ def chosen_model(route: str) -> ServedModel:
     model = get_model(route)
     g.model_name = model.spec.route
     return model
+
+
+def classify(model: ServedModel, images: list[bytes]) -> Prediction:
+    """Preprocess ``images`` here, run them on the model server, record the version on ``g``."""
+    prediction = model.predict(preprocess_images(model, images), get_request_id())
+    g.model_version = prediction.version
+    return prediction
 
 
 def preprocess_images(model: ServedModel, images: list[bytes]) -> np.ndarray:
