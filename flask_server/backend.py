@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -169,7 +168,8 @@ class VersionTracker:
         self.label = label
         self.ttl = ttl
         self.clock = clock
-        self._lock = threading.Lock()
+        # No lock: these are replaced by single assignments (atomic in CPython), and two threads
+        # refreshing at once only cost one extra status call.
         self._cached: tuple[float, int] | None = None  # (expires at, version)
         self._export_info: dict[int, dict[str, Any]] = {}
 
@@ -179,8 +179,7 @@ class VersionTracker:
         if not refresh and cached is not None and cached[0] > self.clock():
             return cached[1]
         version = self._resolve()
-        with self._lock:
-            self._cached = (self.clock() + self.ttl, version)
+        self._cached = (self.clock() + self.ttl, version)
         return version
 
     def predict(self, call: Callable[[int], T]) -> tuple[T, int]:
@@ -199,9 +198,7 @@ class VersionTracker:
         info = self._export_info.get(version)
         if info is None:
             reply = self.client.model_metadata(self.model_name, version)
-            info = _export_info(reply)
-            with self._lock:
-                self._export_info[version] = info
+            info = self._export_info[version] = _export_info(reply)
         return info
 
     def _resolve(self) -> int:
