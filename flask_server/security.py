@@ -188,7 +188,8 @@ def init_app(app: Flask, config: GatewayConfig) -> None:
     """
     ring = load_key_ring(config)
     limits = parse_rate_limits(config.rate_limits)
-    undefined = sorted(set(ring.tiers) - set(limits))
+    # An empty GATEWAY_RATE_LIMITS turns limiting off; otherwise every tier in use needs a limit.
+    undefined = sorted(set(ring.tiers) - set(limits)) if limits else []
     if undefined:
         raise ConfigError(f"API keys use tiers {undefined} that GATEWAY_RATE_LIMITS "
                           f"({config.rate_limits!r}) does not define")

@@ -182,9 +182,10 @@ def test_without_keys_clients_are_limited_by_address(make_app):
     assert other.status_code == 200
 
 
-def test_empty_rate_limits_turn_limiting_off(make_app):
-    client = make_app(GATEWAY_RATE_LIMITS="").test_client()
-    assert set(_statuses(client, 5, {})) == {200}
+@pytest.mark.parametrize("keys, headers", [("", {}), (KEYS, {API_KEY_HEADER: GOLD_KEY})])
+def test_empty_rate_limits_turn_limiting_off(make_app, keys, headers):
+    client = make_app(GATEWAY_RATE_LIMITS="", GATEWAY_API_KEYS=keys).test_client()
+    assert set(_statuses(client, 5, headers)) == {200}
 
 
 # --- real processes -------------------------------------------------------------------------------
