@@ -36,6 +36,8 @@ DEFAULT_TIER = "default"
 RATE_LIMIT_SCOPE = "api"
 FINGERPRINT_CHARS = 12
 KEYS_EXTENSION = "gateway_keys"
+#: Seconds to wait for the rate-limit Redis before falling back to per-process counting.
+REDIS_OPTIONS = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
 # Domain-separates the fingerprint from any other SHA-256 of the key someone might compute.
 _FINGERPRINT_SALT = b"gateway-api-key-fingerprint:"
 
@@ -199,7 +201,11 @@ def init_app(app: Flask, config: GatewayConfig) -> None:
         return
     # Registered before Flask-Limiter's hooks so it runs after them (after_request runs in reverse).
     app.after_request(_keep_retry_after_for_429)
+    # If Redis goes away, each process keeps limiting on its own (memory) and retries Redis with
+    # back-off, instead of failing every request; the timeouts keep a dead Redis from stalling them.
+    storage_options = REDIS_OPTIONS if config.ratelimit_storage_uri.startswith("redis") else {}
     limiter = Limiter(key_func=_rate_limit_key, storage_uri=config.ratelimit_storage_uri,
+                      storage_options=storage_options, in_memory_fallback_enabled=True,
                       headers_enabled=True, strategy="moving-window", key_prefix="gateway")
     limiter.init_app(app)
     api = app.blueprints.get(API_BLUEPRINT)

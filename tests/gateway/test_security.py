@@ -188,6 +188,12 @@ def test_empty_rate_limits_turn_limiting_off(make_app, keys, headers):
     assert set(_statuses(client, 5, headers)) == {200}
 
 
+def test_an_unreachable_redis_falls_back_to_per_process_limits(make_app):
+    app = make_app(GATEWAY_API_KEYS=KEYS, GATEWAY_RATE_LIMITS=LIMITS,
+                   GATEWAY_RATELIMIT_STORAGE_URI=closed_port_url().replace("http", "redis") + "/0")
+    assert _statuses(app.test_client(), 3, {API_KEY_HEADER: PLAIN_KEY}) == [200, 200, 429]
+
+
 # --- real processes -------------------------------------------------------------------------------
 
 @pytest.mark.redis
