@@ -144,7 +144,7 @@ def launched(tmp_path_factory) -> Iterator[ModelServers]:
     root = tmp_path_factory.mktemp("reliability")
     for name in (MODEL, SWAP, VERSIONS):
         (root / name).mkdir()
-    (root / "labels.txt").write_text("".join(f"{wnid} {label}\n" for wnid, label in LABELS))
+    (root / "labels.txt").write_text("".join(f"{wnid}\t{label}\n" for wnid, label in LABELS))
     config = root / "models.config"
     config.write_text("model_config_list {\n" + "".join(
         f'  config {{ name: "{name}" base_path: "{root / name}" model_platform: "tensorflow" }}\n'
@@ -236,6 +236,7 @@ def predict_ok(gateway_url: str, image: bytes, route: str = MODEL, timeout: floa
     assert response.status_code == 200, response.text
     body = response.json()
     assert len(body["predictions"]) == 5 and body["model"] == route
+    assert {p["wnid"] for p in body["predictions"]} <= {wnid for wnid, _ in LABELS}, body
     return body
 
 

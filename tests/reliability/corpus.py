@@ -6,6 +6,7 @@ Every ``Case`` is one request. ``send`` says how it goes on the wire:
     raw        ``payload`` bytes as the body with ``content_type`` (None: no Content-Type at all)
     multipart  ``payload`` is {field: (filename, bytes, type)} files, sent as multipart/form-data
     form       ``payload`` is {field: value}, sent as application/x-www-form-urlencoded
+    chunked    ``payload`` bytes with ``Transfer-Encoding: chunked`` (no Content-Length) and ``content_type``
     path       ``path`` is sent byte for byte on the request line (no client-side normalisation)
 
 ``status`` 200 marks inputs that look odd but are documented as accepted (URL-safe base64, data:
@@ -129,6 +130,11 @@ GATEWAY_CASES: list[Case] = [
     Case("deeply_nested_json", "raw", deeply_nested(100_000), 400, "body is not valid JSON", "application/json"),
     Case("json_body_over_limit", "json", {"b64": "A" * OVER_BODY_LIMIT}, 413, ""),
     Case("image_body_over_limit", "raw", b"\x89PNG" + b"\0" * OVER_BODY_LIMIT, 413, "", "image/png"),
+    # Without a Content-Length the limit must hold too: a chunked body is cut off at the limit, not trusted.
+    Case("chunked_image", "chunked", PNG, 200, "", "image/png"),
+    Case("chunked_image_over_limit", "chunked", PNG + b"\0" * OVER_BODY_LIMIT, 413, "", "image/png"),
+    Case("chunked_json_over_limit", "chunked", b'{"b64": "' + b"A" * OVER_BODY_LIMIT + b'"}', 413, "",
+         "application/json"),
     Case("multipart_over_limit", "multipart", {"file": ("big.png", b"\0" * OVER_BODY_LIMIT, "image/png")}, 413, ""),
     # base64: forgiving about what users paste, strict about the rest
     Case("invalid_base64", "json", {"b64": "not base64!"}, 400, "b64: not valid base64"),

@@ -34,6 +34,10 @@ def send(base_url: str, case: Case) -> requests.Response:
         if case.content_type:
             headers["Content-Type"] = case.content_type
         return requests.request(case.method, url, data=case.payload, headers=headers, timeout=30)
+    if case.send == "chunked":
+        chunks = (case.payload[i:i + 65536] for i in range(0, len(case.payload), 65536))
+        return requests.request(case.method, url, data=chunks, timeout=30,
+                                headers={"Content-Type": case.content_type, **headers})
     if case.send == "multipart":
         return requests.request(case.method, url, files=case.payload, headers=headers, timeout=30)
     if case.send == "form":
