@@ -163,13 +163,15 @@ def launched(tmp_path_factory) -> Iterator[ModelServers]:
                                       f"--batching_parameters_file={batching}"),
     }
     servers = {key: spawn_model_server(args[key], ports[key]) for key in args}
+    launched = ModelServers(root, servers["main"], servers["restartable"], servers["batching"], args)
     try:
         export_version(root / MODEL, 1, seed=1)
         for name in (SWAP, VERSIONS):
             copy_version(root / MODEL / "1", root / name, 1)
-        yield ModelServers(root, servers["main"], servers["restartable"], servers["batching"], args)
+        yield launched
     finally:
-        stop_all(list(servers.values()))
+        # The current processes: test_faults replaces ``restartable`` with its restarted one.
+        stop_all([*servers.values(), launched.main, launched.restartable, launched.batching])
 
 
 @pytest.fixture(scope="session")
