@@ -29,11 +29,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_IMAGES = REPO_ROOT / "test_images"
 # The production default (60/minute per IP) would throttle a test run; security has its own tests.
 TEST_RATE_LIMITS = "default=100000/minute"
-TINY = "tiny"                 # 32x32 input, 10 classes, labels file, untrained weights
+TINY = "tiny"                 # 32x32 input, 10 classes, labels file, untrained weights, label "stable"
 TINY_1000 = "tiny1000"        # 48x48 input, 1000 classes, ImageNet labels, "fixture" weights
 TINY_SIZE = (32, 32)
 TINY_1000_SIZE = (48, 48)
 PREDICT = "/v1/models/imageclassifier/predict"
+STABLE_LABEL = "stable"  # a version label of the tiny model on the session model server
 TINY_LABELS = [(f"c{i:02d}", f"class_{i}") for i in range(10)]
 
 
@@ -170,11 +171,13 @@ class TinyModels:
     gateway_models_toml: Path
 
 
-def write_model_config(path: Path, models: dict[str, Path]) -> None:
-    """A TF Serving model config file (text proto) listing ``name -> base path``."""
-    entries = "".join(f'  config {{ name: "{name}" base_path: "{base.resolve()}" model_platform: "tensorflow" }}\n'
-                      for name, base in models.items())
-    path.write_text(f"model_config_list {{\n{entries}}}\n")
+def write_model_config(path: Path, models: dict[str, Path], labels: dict[str, dict[str, int]] | None = None) -> None:
+    """A TF Serving model config file (text proto) listing ``name -> base path`` and version labels."""
+    def entry(name: str, base: Path) -> str:
+        version_labels = "".join(f' version_labels {{ key: "{label}" value: {version} }}'
+                                 for label, version in (labels or {}).get(name, {}).items())
+        return f'  config {{ name: "{name}" base_path: "{base.resolve()}" model_platform: "tensorflow"{version_labels} }}\n'
+    path.write_text(f"model_config_list {{\n{''.join(entry(n, b) for n, b in models.items())}}}\n")
 
 
 @pytest.fixture(scope="session")
@@ -190,7 +193,7 @@ def tiny_models(tmp_path_factory) -> TinyModels:
     export_keras_model(model, paths[TINY_1000], 1, info={"weights": "fixture", "preprocessing": "tf"},
                        log=lambda _msg: None)
     model_config = root / "models.config"
-    write_model_config(model_config, paths)
+    write_model_config(model_config, paths, labels={TINY: {STABLE_LABEL: 1}})
     (root / "tiny_labels.txt").write_text("".join(f"{wnid}\t{label}\n" for wnid, label in TINY_LABELS))
     toml = root / "gateway_models.toml"
     toml.write_text(f"""

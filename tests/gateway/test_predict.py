@@ -11,8 +11,8 @@ import pytest
 
 from flask_server.models import UNTRAINED_WARNING
 from flask_server.preprocess import load_and_preprocess
-from tests.gateway.conftest import (TINY, TINY_1000, TINY_1000_SIZE, TINY_LABELS, TINY_SIZE, assert_error,
-                                    image_bytes)
+from tests.gateway.conftest import (STABLE_LABEL, TINY, TINY_1000, TINY_1000_SIZE, TINY_LABELS, TINY_SIZE,
+                                    assert_error, image_bytes)
 
 TINY_PREDICT = f"/v1/models/{TINY}/predict"
 
@@ -152,3 +152,17 @@ def test_wrong_input_size_in_the_config_is_a_502_naming_the_key(make_app, model_
     client = make_app(MODEL_SERVER_URL=model_server.url, MODELS_CONFIG=str(config)).test_client()
     assert_error(client.post("/v1/models/wrong/predict", data=png, content_type="image/png"), 502,
                  "takes 48x48 images but the gateway is configured for 64x64 (models.wrong.input_size")
+
+
+def test_pinned_version_and_version_label_routes(make_app, model_server, tiny_models, png):
+    labels = tiny_models.root / "tiny_labels.txt"
+    config = tiny_models.root / "pinned.toml"
+    config.write_text(f'[models.by_label]\nmodel_name = "{TINY}"\nversion_label = "{STABLE_LABEL}"\n'
+                      f'input_size = [32, 32]\nlabels = "{labels}"\n'
+                      f'[models.by_version]\nmodel_name = "{TINY}"\nversion = 1\ninput_size = [32, 32]\nlabels = "{labels}"\n'
+                      f'[models.gone]\nmodel_name = "{TINY}"\nversion = 9\ninput_size = [32, 32]\nlabels = "{labels}"\n')
+    client = make_app(MODEL_SERVER_URL=model_server.url, MODELS_CONFIG=str(config)).test_client()
+    for route in ("by_label", "by_version"):
+        assert predict_ok(client, f"/v1/models/{route}/predict", data=png, content_type="image/png")["model_version"] == 1
+    assert_error(client.post("/v1/models/gone/predict", data=png, content_type="image/png"), 503,
+                 "version 9 of model 'tiny' is not AVAILABLE")
