@@ -10,7 +10,10 @@ time against every known key, and only a short SHA-256 fingerprint ever leaves t
 rate-limit storage). Limits are Flask-Limiter strings per tier (``GATEWAY_RATE_LIMITS``, e.g.
 ``default=60/minute;gold=600/minute``), shared by all routes of the blueprint and stored in
 ``ratelimit_storage_uri`` (``redis://`` shares them between processes). Over the limit -> 429 with
-``Retry-After``. Health, metrics, docs, the web page and CORS preflights are never gated.
+``Retry-After``. If Redis is unreachable, each process falls back to counting in memory until it
+is back. An empty ``GATEWAY_RATE_LIMITS`` (settings mapping only: the environment treats an empty
+variable as unset) turns limiting off. Health, metrics, docs, the web page and CORS preflights are
+never gated.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ DEFAULT_TIER = "default"
 RATE_LIMIT_SCOPE = "api"
 FINGERPRINT_CHARS = 12
 KEYS_EXTENSION = "gateway_keys"
+LIMITER_EXTENSION = "gateway_limiter"
 #: Seconds to wait for the rate-limit Redis before falling back to per-process counting.
 REDIS_OPTIONS = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
 # Domain-separates the fingerprint from any other SHA-256 of the key someone might compute.
@@ -188,6 +192,9 @@ def init_app(app: Flask, config: GatewayConfig) -> None:
 
     :raise ConfigError: a key names a tier that ``GATEWAY_RATE_LIMITS`` does not define.
     """
+    api = app.blueprints.get(API_BLUEPRINT)
+    if api is None:
+        raise RuntimeError(f"security.init_app needs the {API_BLUEPRINT!r} blueprint registered first")
     ring = load_key_ring(config)
     limits = parse_rate_limits(config.rate_limits)
     # An empty GATEWAY_RATE_LIMITS turns limiting off; otherwise every tier in use needs a limit.
@@ -208,10 +215,7 @@ def init_app(app: Flask, config: GatewayConfig) -> None:
                       storage_options=storage_options, in_memory_fallback_enabled=True,
                       headers_enabled=True, strategy="moving-window", key_prefix="gateway")
     limiter.init_app(app)
-    api = app.blueprints.get(API_BLUEPRINT)
-    if api is None:
-        raise RuntimeError(f"security.init_app needs the {API_BLUEPRINT!r} blueprint registered first")
     limiter.shared_limit(lambda: _tier_limit(limits), scope=RATE_LIMIT_SCOPE,
                          exempt_when=lambda: _limit_exempt(limits),
                          error_message=lambda: f"rate limit of {_tier_limit(limits)} exceeded")(api)
-    app.extensions["gateway_limiter"] = limiter
+    app.extensions[LIMITER_EXTENSION] = limiter
