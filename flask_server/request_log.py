@@ -48,7 +48,9 @@ def response_model(response: Response) -> tuple[str | None, str | None]:
     """
     if "response_model" not in g:
         model, version = g.get("model_name"), g.get("model_version")
-        if model is None and response.status_code == 200 and response.is_json and not response.is_streamed:
+        # Fallback for views that do not set g: only predictions name a model in their body.
+        if (model is None and request.blueprint == "api" and response.status_code == 200
+                and response.is_json and not response.is_streamed):
             body = response.get_json(silent=True)
             if isinstance(body, dict):
                 model, version = body.get("model"), body.get("model_version")
