@@ -9,6 +9,9 @@ Accepted bodies (``images_from_request`` picks by Content-Type):
 * ``application/x-www-form-urlencoded``: form field ``b64`` (the tutorial's client).
 * ``image/*``: the body is the image file itself.
 
+The body is read in exactly one place, ``read_body``, which also enforces GATEWAY_MAX_BODY_BYTES
+on bodies without a Content-Length (chunked), where Werkzeug would silently stop at the limit.
+
 Base64 is forgiving about what users paste and strict about everything else: standard or URL-safe
 alphabet, padding optional, whitespace and newlines ignored, an optional ``data:image/...;base64,``
 prefix. Anything else is a 400 that quotes the offending value.
@@ -23,6 +26,7 @@ from typing import Any
 
 import orjson
 from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from flask_server.errors import BadRequest, UnsupportedMediaType, quote
 
@@ -114,14 +118,36 @@ def images_from_request(request: Any, max_batch_size: int) -> ImageInputs:
     """Pick the parser for the request's Content-Type (a Flask/werkzeug request)."""
     mimetype = request.mimetype
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        return parse_json_images(request.get_data(cache=False), max_batch_size)
+        return parse_json_images(read_body(request), max_batch_size)
     if mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        read_body(request)  # cached on the request: the form parser below reads that copy
         return parse_form_images(request.form, request.files)
     if mimetype.startswith("image/"):
-        return ImageInputs([request.get_data(cache=False)], batch=False)
+        return ImageInputs([read_body(request)], batch=False)
     raise UnsupportedMediaType(
         f"unsupported Content-Type {mimetype or '(none)'!r}; send application/json {{\"b64\": ...}}, "
         f"multipart/form-data with a {FILE_FIELDS[0]!r} field, or an image/* body")
+
+
+def read_body(request: Any) -> bytes:
+    """The whole request body, at most ``request.max_content_length`` bytes, else 413.
+
+    A body with a Content-Length over the limit is refused by Werkzeug before any read. A body
+    without one (``Transfer-Encoding: chunked``) is read through a stream that silently ends at the
+    limit, so a body that fills it is probed for one more byte: a truncated image or JSON document
+    must be a 413, never parsed. The body is cached on the request (Werkzeug's form parser reuses
+    the cached bytes), so this is the only place that reads it.
+
+    :raise RequestEntityTooLarge: the body is longer than the limit.
+    """
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        # Past the limit the limited stream raises on any read, even at the body's true end, so
+        # probe the server's stream; it is positioned exactly after the ``limit`` bytes read.
+        if request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
+    return data
 
 
 def check_batch_size(size: int, max_batch_size: int) -> None:

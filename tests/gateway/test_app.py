@@ -6,6 +6,7 @@ The model server here is a closed port: every case fails before (or exactly at) 
 from __future__ import annotations
 
 import base64
+import io
 import logging
 
 import pytest
@@ -78,6 +79,29 @@ def test_body_over_the_limit_is_413(make_app, png):
     assert_error(client.post(PREDICT, data=b"x" * 2000, content_type="image/png"), 413, "")
     assert_error(client.post(PREDICT, json={"b64": "A" * 2000}), 413, "")
     assert_error(client.post("/imageclassifier/predict/", data={"b64": "A" * 2000}), 413, "")
+
+
+# A chunked body has no Content-Length; Werkzeug's stream would end silently at the limit.
+@pytest.mark.parametrize("path, body, content_type", [
+    (PREDICT, b"x" * 1001, "image/png"),
+    (PREDICT, b'{"b64": "' + b"A" * 1000 + b'"}', "application/json"),
+    ("/imageclassifier/predict/", b"b64=" + b"A" * 1000, "application/x-www-form-urlencoded"),
+])
+def test_chunked_body_over_the_limit_is_413(make_app, path, body, content_type):
+    client = make_app(GATEWAY_MAX_BODY_BYTES="1000").test_client()
+    assert_error(post_chunked(client, path, body, content_type), 413, "")
+
+
+def test_chunked_body_of_exactly_the_limit_is_read(make_app):
+    client = make_app(GATEWAY_MAX_BODY_BYTES="1000").test_client()
+    # read whole and parsed: the image is rejected for what it is, not for its size
+    assert_error(post_chunked(client, PREDICT, b"x" * 1000, "image/png"), 400, "not a supported image")
+
+
+def post_chunked(client, path: str, body: bytes, content_type: str):
+    """POST ``body`` as a server that de-chunks it passes it on: no Content-Length, terminated input."""
+    return client.post(path, input_stream=io.BytesIO(body), content_type=content_type,
+                       headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
 
 
 def test_model_server_unreachable_is_503(client, png):
