@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -157,6 +159,15 @@ class ModelServerClient:
             raise BadModelServerReply(f"model server {method} {url} sent a broken reply: {_reason(exc)}") from exc
 
 
+@dataclasses.dataclass(frozen=True)
+class _CachedVersion:
+    """A resolved version, until when it may be reused, and the ticket of the resolve that found it."""
+
+    expires_at: float
+    version: int
+    ticket: int
+
+
 class VersionTracker:
     """Which version of one model to call (and report), cached for ``ttl`` seconds; see module doc."""
 
@@ -168,18 +179,30 @@ class VersionTracker:
         self.label = label
         self.ttl = ttl
         self.clock = clock
-        # No lock: these are replaced by single assignments (atomic in CPython), and two threads
-        # refreshing at once only cost one extra status call.
-        self._cached: tuple[float, int] | None = None  # (expires at, version)
+        # Resolving calls the model server, so it runs outside the lock; two threads may resolve at
+        # once. Each takes a ticket first, and an answer is stored only if no later-started resolve
+        # stored one already: otherwise a slow thread that saw v1 could overwrite a fast one's v2
+        # during a hot swap, and clients would see the version go backwards for another TTL.
+        self._lock = threading.Lock()
+        self._tickets = 0
+        self._cached: _CachedVersion | None = None
         self._export_info: dict[int, dict[str, Any]] = {}
 
     def current(self, refresh: bool = False) -> int:
         """The version to call now; raises ModelNotAvailable if there is none."""
-        cached = self._cached
-        if not refresh and cached is not None and cached[0] > self.clock():
-            return cached[1]
+        with self._lock:
+            cached = self._cached
+            if not refresh and cached is not None and cached.expires_at > self.clock():
+                return cached.version
+            self._tickets += 1
+            ticket = self._tickets
         version = self._resolve()
-        self._cached = (self.clock() + self.ttl, version)
+        with self._lock:
+            cached = self._cached
+            if cached is not None and cached.ticket > ticket:
+                # A resolve that started after ours has answered: it saw a newer model server state.
+                return cached.version
+            self._cached = _CachedVersion(self.clock() + self.ttl, version, ticket)
         return version
 
     def predict(self, call: Callable[[int], T]) -> tuple[T, int]:

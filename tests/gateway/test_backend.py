@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -123,6 +124,55 @@ def test_version_tracker_caches_status_for_its_ttl(upstream):
     now[0] = 1.5
     tracker.current()
     assert len(upstream.requests) == 2
+
+
+class ScriptedTracker(VersionTracker):
+    """A tracker whose ``_resolve`` returns scripted versions, each after an optional gate opens, so a
+    test decides exactly when each of two concurrent resolves answers."""
+
+    def __init__(self, script: list[tuple[int, threading.Event | None]]) -> None:
+        super().__init__(ModelServerClient(closed_port_url()), "m", clock=lambda: 0.0)
+        self.script = script
+        self.entered = [threading.Event() for _ in script]
+        self.calls = 0
+
+    def _resolve(self) -> int:
+        index, self.calls = self.calls, self.calls + 1
+        version, gate = self.script[index]
+        self.entered[index].set()
+        if gate is not None:
+            assert gate.wait(10), "the test never opened the gate"
+        return version
+
+
+def test_a_slow_resolve_never_replaces_a_newer_one():
+    """During a hot swap: thread A reads the status (v1), then B reads it (v2) and stores v2 first;
+    A's late v1 must not overwrite it, and A itself goes on with v2."""
+    release_a = threading.Event()
+    tracker = ScriptedTracker([(1, release_a), (2, None)])
+    results: dict[str, int] = {}
+    thread_a = threading.Thread(target=lambda: results.update(a=tracker.current()))
+    thread_a.start()
+    assert tracker.entered[0].wait(10)
+    results["b"] = tracker.current()  # starts after A, answers before it
+    release_a.set()
+    thread_a.join(10)
+    assert results == {"a": 2, "b": 2}
+    assert tracker.current() == 2 and tracker.calls == 2  # cached, not resolved again
+
+
+def test_a_later_resolve_replaces_an_earlier_one():
+    """The ordinary order: the resolve that started last is stored, even with a lower version (a
+    rollback that unloaded v2 must be followed)."""
+    release_a = threading.Event()
+    tracker = ScriptedTracker([(2, release_a), (1, None)])
+    thread_a = threading.Thread(target=tracker.current)
+    thread_a.start()
+    assert tracker.entered[0].wait(10)
+    assert tracker.current() == 1
+    release_a.set()
+    thread_a.join(10)
+    assert tracker.current() == 1
 
 
 # test the same failures through the gateway's HTTP API
