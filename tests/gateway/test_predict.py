@@ -87,7 +87,11 @@ def test_imagenet_model_matches_tensorflow(served_client, tiny_models, photo):
 def test_two_models_behind_two_routes(served_client, png):
     tiny = predict_ok(served_client, TINY_PREDICT, json={"b64": b64(png)})
     imagenet = predict_ok(served_client, "/v1/models/imageclassifier/predict", json={"b64": b64(png)})
-    assert {p["wnid"] for p in tiny["predictions"]} <= {wnid for wnid, _ in TINY_LABELS}
+    # the labels file is `id<TAB>label`: the id and the label come back as separate fields
+    labels = dict(TINY_LABELS)
+    for p in tiny["predictions"]:
+        assert p["wnid"] in labels and p["label"] == labels[p["wnid"]] != p["wnid"]
+        assert "\t" not in p["wnid"] + p["label"]
     assert all(p["wnid"].startswith("n") and len(p["wnid"]) == 9 for p in imagenet["predictions"])
     assert len(tiny["predictions"]) == len(imagenet["predictions"]) == 5
 
