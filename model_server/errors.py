@@ -165,12 +165,17 @@ class Unauthenticated(ServingError):
 
 def error_body(exc: ServingError) -> bytes:
     """JSON body ``{"error": "<message>"}`` TF Serving sends with an error status."""
+    return error_json(exc.message)
+
+
+def error_json(message: str) -> bytes:
+    """``{"error": message}``; also for HTTP-level rejections that have no canonical code."""
     try:
-        return orjson.dumps({kErrorResponseKey: exc.message})
+        return orjson.dumps({kErrorResponseKey: message})
     except TypeError:
         # Lone surrogates (from undecodable client bytes) are not valid UTF-8;
         # escape them rather than failing to report the original error.
-        safe = exc.message.encode("utf-8", "backslashreplace").decode("utf-8")
+        safe = message.encode("utf-8", "backslashreplace").decode("utf-8")
         return orjson.dumps({kErrorResponseKey: safe})
 
 

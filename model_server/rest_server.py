@@ -21,7 +21,8 @@ import numpy as np
 import orjson
 
 from model_server import codec, routing
-from model_server.errors import DeadlineExceeded, InvalidArgument, NotFound, ServingError, error_body
+from model_server.errors import (DeadlineExceeded, InvalidArgument, NotFound, ServingError, error_body,
+                                 error_json)
 from model_server.examples import build_examples
 from model_server.monitoring import Metrics
 from model_server.repository import ModelRepository, ServableHandle
@@ -156,14 +157,23 @@ class _HttpServer(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # http.server answers a bad first line before it knows the version; its default (HTTP/0.9)
+    # would send that answer without a status line or headers.
+    default_request_version = "HTTP/1.0"
     server_version = "model_server"
     disable_nagle_algorithm = True  # headers and body are separate writes
     server: _HttpServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._dispatch()
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        """Every method, even ``BREW``, goes to the one dispatcher (http.server only knows ``do_*``).
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+        The URL parser then calls an unknown method on /v1/ malformed (400), and any other path
+        gets the JSON 404, instead of http.server's HTML 501. (Real TF Serving differs here: libevent
+        answers methods outside GET/POST/HEAD/PUT/DELETE/OPTIONS/PATCH with 501 before dispatching.)
+        """
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def _dispatch(self) -> None:
         self.server.enter()
@@ -185,20 +195,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
                      status, (time.monotonic() - started) * 1000, self.headers.get(REQUEST_ID_HEADER, "-"))
 
     def _answer(self) -> int:
-        path = self.path.split("?", 1)[0]
-        metrics = self.server.metrics
-        if metrics is not None and path == self.server.metrics_path:
-            self._read_body()
-            page, content_type = metrics.render()
-            return self._send(200, content_type, page)
-        if not routing.is_api_path(self.path):
-            self._read_body()
-            return self._send_error(NotFound(f"Not found: {self.command} {path}"))
+        # Like libevent, read the body whatever the path, so a bad one is a 400 everywhere.
         try:
             body = self._read_body()
         except InvalidArgument as exc:
             self.close_connection = True  # the unread body is still on the socket
-            return self._send_error(exc)
+            return self._send_serving_error(exc)
+        path = self.path.split("?", 1)[0]
+        metrics = self.server.metrics
+        if metrics is not None and path == self.server.metrics_path:
+            page, content_type = metrics.render()
+            return self._send(200, content_type, page)
+        if not routing.is_api_path(self.path):
+            # TF Serving's net_http answers 404 when no handler claims the path (as HTML; ours is JSON).
+            return self._send_serving_error(NotFound(f"Not found: {self.command} {path}"))
         response = self.server.api.handle(self.command, self.path, body)
         if metrics is not None and response.model_name:
             metrics.record_request(response.model_name, response.version, response.api, response.status_code,
@@ -206,7 +216,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return self._send(response.http_status, JSON_CONTENT_TYPE, response.body)
 
     def parse_request(self) -> bool:
+        """Reject HTTP/0.9 (no version) as libevent does: 400, then close.
+
+        http.server would accept ``GET /path`` and then wait for headers an HTTP/0.9 client
+        never sends, holding the connection until the client gives up.
+        """
         self._started_at = time.monotonic()
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        if len(requestline.split()) == 2:
+            # What super().parse_request() sets before it answers a bad first line.
+            self.command, self.requestline, self.request_version = None, requestline, self.default_request_version
+            self.send_error(400, "Bad request: no HTTP version (HTTP/0.9 is not supported)")
+            return False
         return super().parse_request()
 
     def _read_body(self) -> bytes:
@@ -220,7 +241,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if length < 0:
             raise InvalidArgument(f"Invalid Content-Length: {length_header}")
         if length > MAX_BODY_BYTES:
-            raise InvalidArgument(f"Request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES} bytes")
+            raise _body_too_large(length)
         return self.rfile.read(length) if length else b""
 
     def _read_chunked(self) -> bytes:
@@ -237,12 +258,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 return b"".join(chunks)
             total += size
             if total > MAX_BODY_BYTES:
-                raise InvalidArgument(f"Request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+                raise _body_too_large(total)
             chunks.append(self.rfile.read(size))
             self.rfile.readline(1024)
 
-    def _send_error(self, exc: ServingError) -> int:
+    def _send_serving_error(self, exc: ServingError) -> int:
         return self._send(exc.http_status, JSON_CONTENT_TYPE, error_body(exc))
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own rejections (bad request line 400, 414, 431...): same status, JSON body, close.
+
+        Replaces its HTML page, so that every answer of the server is ``{"error": ...}``.
+        """
+        message = message or self.responses.get(code, ("Error",))[0]
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True  # the request was not understood, so neither is what follows it
+        self._send(code, JSON_CONTENT_TYPE, error_json(message))
 
     def _send(self, status: int, content_type: str, body: bytes) -> int:
         self.send_response(status)
@@ -257,6 +288,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's signature)
         log.debug(format, *args)  # our own access line is written in _dispatch
+
+
+def _body_too_large(size: int) -> InvalidArgument:
+    """400 for a body over MAX_BODY_BYTES.
+
+    TF Serving has no such limit (it leaves libevent's max_body_size unlimited, so libevent's 413
+    never happens there), hence no status to copy: keep INVALID_ARGUMENT and say what went wrong.
+    """
+    return InvalidArgument(f"Request body too large: {size} bytes exceeds the limit of {MAX_BODY_BYTES} bytes "
+                           f"({MAX_BODY_BYTES >> 20} MiB) of this model server")
 
 
 class RestServer:
