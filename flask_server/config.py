@@ -14,12 +14,18 @@ multi-model list comes from the TOML file named by ``MODELS_CONFIG`` (see ``mode
 | GATEWAY_BACKEND_CONNECT_TIMEOUT | 2 | seconds to connect to the model server (503 after) |
 | GATEWAY_BACKEND_POOL_SIZE | 16 | keep-alive connections per model server |
 | GATEWAY_CORS_ORIGINS | (empty) | comma-separated origins allowed by CORS; empty: no CORS headers |
-| GATEWAY_API_KEYS | (empty) | comma-separated `key` or `key:tier`; with no keys at all, auth is off |
+| GATEWAY_API_KEYS | (empty) | comma-separated `key` or `key:tier`; with no keys at all, auth and rate limiting are off |
 | GATEWAY_API_KEYS_FILE | (unset) | file with one `key` or `key:tier` per line (`#` comments) |
-| GATEWAY_RATE_LIMITS | default=60/minute | `tier=limit` pairs separated by `;` (Flask-Limiter syntax) |
+| GATEWAY_RATE_LIMITS | default=60/minute | per-key limits: `tier=limit` pairs separated by `;` (Flask-Limiter syntax); only with keys |
+| GATEWAY_AUTH_FAILURE_LIMIT | 30/minute | unknown-key attempts (403) allowed per client IP before its api requests get 429; only with keys |
 | GATEWAY_RATELIMIT_STORAGE_URI | memory:// | Flask-Limiter storage, e.g. redis://127.0.0.1:6379/0 |
 | GATEWAY_LOG_FORMAT | text | `text` or `json` (one line per request either way) |
 | GATEWAY_LOG_LEVEL | INFO | Python logging level |
+
+Rate limits are per API key, so without keys nothing is limited (a gateway exposed without keys needs
+a proxy that limits per address) and Flask-Limiter is not even imported; see security.py. In a
+settings mapping (tests), an empty GATEWAY_RATE_LIMITS or GATEWAY_AUTH_FAILURE_LIMIT turns that limit
+off; in the environment an empty variable means "unset", i.e. the default.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ DEFAULT_BACKEND_TIMEOUT = 10.0
 DEFAULT_BACKEND_CONNECT_TIMEOUT = 2.0
 DEFAULT_BACKEND_POOL_SIZE = 16
 DEFAULT_RATE_LIMITS = "default=60/minute"
+DEFAULT_AUTH_FAILURE_LIMIT = "30/minute"
 DEFAULT_RATELIMIT_STORAGE_URI = "memory://"
 
 
@@ -60,6 +67,7 @@ class GatewayConfig:
     api_keys: str = ""
     api_keys_file: str | None = None
     rate_limits: str = DEFAULT_RATE_LIMITS
+    auth_failure_limit: str = DEFAULT_AUTH_FAILURE_LIMIT
     ratelimit_storage_uri: str = DEFAULT_RATELIMIT_STORAGE_URI
     log_format: str = "text"
     log_level: str = "INFO"
@@ -116,6 +124,7 @@ _ENV_NAMES = {
     "api_keys": "GATEWAY_API_KEYS",
     "api_keys_file": "GATEWAY_API_KEYS_FILE",
     "rate_limits": "GATEWAY_RATE_LIMITS",
+    "auth_failure_limit": "GATEWAY_AUTH_FAILURE_LIMIT",
     "ratelimit_storage_uri": "GATEWAY_RATELIMIT_STORAGE_URI",
     "log_format": "GATEWAY_LOG_FORMAT",
     "log_level": "GATEWAY_LOG_LEVEL",

@@ -40,7 +40,7 @@ PREDICT_ERRORS = {
 AUTH_ERRORS = {
     "401": "No API key sent (only when keys are configured).",
     "403": "Unknown API key.",
-    "429": "Rate limit of the key's tier (or of the client address) exceeded; see Retry-After.",
+    "429": "Rate limit of the key's tier exceeded, or too many unknown keys from the client address; see Retry-After.",
 }
 
 
@@ -129,7 +129,7 @@ def build_spec(routes: list[str], auth: bool, version: str) -> dict[str, Any]:
                    "description": "How many classes to return (default: the model's top_k, usually 5).",
                    "schema": {"type": "integer", "minimum": 1}}
     security = [{API_KEY_SCHEME: []}, {BEARER_SCHEME: []}] if auth else []
-    api_errors = AUTH_ERRORS if auth else {"429": AUTH_ERRORS["429"]}
+    api_errors = AUTH_ERRORS if auth else {}  # limits are per key: no keys, no 429 (security.py)
 
     def api_operation(summary: str, ok: dict[str, Any], errors: dict[str, str], **extra: Any) -> dict[str, Any]:
         operation = {"summary": summary, "tags": ["api"], "responses": {**ok, **_error_responses({**errors, **api_errors})},

@@ -27,7 +27,8 @@ from tests.support.processes import free_port, model_available, start_gateway, s
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_IMAGES = REPO_ROOT / "test_images"
-# The production default (60/minute per IP) would throttle a test run; security has its own tests.
+# Limits apply only with API keys (security.py); tests that add keys must not be throttled by the
+# production default (60/minute per key). security has its own tests.
 TEST_RATE_LIMITS = "default=100000/minute"
 TINY = "tiny"                 # 32x32 input, 10 classes, labels file, untrained weights, label "stable"
 TINY_1000 = "tiny1000"        # 48x48 input, 1000 classes, ImageNet labels, "fixture" weights

@@ -171,8 +171,8 @@ def test_no_cors_headers_without_origins(client):
 
 
 def test_rate_limited_requests_get_the_same_error_body(make_app, png):
-    client = make_app(GATEWAY_RATE_LIMITS="default=1/minute").test_client()
-    client.post(PREDICT, data=png, content_type="image/png")
-    limited = client.post(PREDICT, data=png, content_type="image/png")
+    client = make_app(GATEWAY_API_KEYS="k", GATEWAY_RATE_LIMITS="default=1/minute").test_client()
+    client.post(PREDICT, data=png, content_type="image/png", headers={"X-API-Key": "k"})
+    limited = client.post(PREDICT, data=png, content_type="image/png", headers={"X-API-Key": "k"})
     assert_error(limited, 429, "")
     assert "Retry-After" in limited.headers

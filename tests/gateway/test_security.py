@@ -3,6 +3,9 @@ through Redis between two real gunicorn processes."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import requests
 
@@ -175,11 +178,22 @@ def test_the_budget_is_per_key_and_shared_by_all_api_routes(keyed, png):
     assert keyed.get(MODELS, headers={API_KEY_HEADER: GOLD_KEY}).status_code == 200
 
 
-def test_without_keys_clients_are_limited_by_address(make_app):
+def test_without_keys_nothing_is_rate_limited(make_app):
+    """Limits are per key: with auth off no client is limited (a proxy must limit per address)."""
     client = make_app(GATEWAY_RATE_LIMITS="default=2/minute").test_client()
-    assert _statuses(client, 3, {}) == [200, 200, 429]
-    other = client.get(MODELS, environ_base={"REMOTE_ADDR": "10.0.0.9"})
-    assert other.status_code == 200
+    responses = [client.get(MODELS) for _ in range(5)]
+    assert {r.status_code for r in responses} == {200}
+    assert not any(h.startswith("X-RateLimit") for r in responses for h in r.headers.keys())
+
+
+@pytest.mark.parametrize("keys, imported", [("", False), (PLAIN_KEY, True)])
+def test_flask_limiter_is_imported_only_with_keys(keys, imported):
+    """It is most of the gateway's import time, so a gateway that cannot use it must not load it."""
+    code = ("import sys; from flask_server.app import create_app; "
+            f"create_app({{'MODEL_SERVER_URL': 'http://127.0.0.1:9', 'GATEWAY_API_KEYS': {keys!r}}}); "
+            "print(*(m for m in ('flask_limiter', 'limits') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == (["flask_limiter", "limits"] if imported else [])
 
 
 @pytest.mark.parametrize("keys, headers", [("", {}), (KEYS, {API_KEY_HEADER: GOLD_KEY})])
@@ -192,6 +206,65 @@ def test_an_unreachable_redis_falls_back_to_per_process_limits(make_app):
     app = make_app(GATEWAY_API_KEYS=KEYS, GATEWAY_RATE_LIMITS=LIMITS,
                    GATEWAY_RATELIMIT_STORAGE_URI=closed_port_url().replace("http", "redis") + "/0")
     assert _statuses(app.test_client(), 3, {API_KEY_HEADER: PLAIN_KEY}) == [200, 200, 429]
+
+
+# --- unknown keys: a per-address budget --------------------------------------------------------
+
+FAILURE_LIMIT = "3/minute"
+
+
+@pytest.fixture
+def guarded(make_app):
+    app = make_app(GATEWAY_API_KEYS=KEYS, GATEWAY_RATE_LIMITS=LIMITS, GATEWAY_AUTH_FAILURE_LIMIT=FAILURE_LIMIT)
+    return app.test_client()
+
+
+def test_unknown_keys_are_limited_per_address(guarded):
+    guesses = [guarded.get(MODELS, headers={API_KEY_HEADER: f"guess-{i}"}) for i in range(5)]
+    assert [r.status_code for r in guesses] == [403, 403, 403, 429, 429]
+    limited = guesses[-1]
+    assert 0 < int(limited.headers["Retry-After"]) <= 60
+    assert "too many unknown API keys" in limited.json["error"] and limited.json["request_id"]
+    # once the budget is spent, a right guess cannot be told from a wrong one
+    assert guarded.get(MODELS, headers={API_KEY_HEADER: GOLD_KEY}).status_code == 429
+    # other addresses keep their own budget, and valid keys work from there
+    other = {"REMOTE_ADDR": "10.0.0.9"}
+    assert guarded.get(MODELS, headers={API_KEY_HEADER: GOLD_KEY}, environ_base=other).status_code == 200
+    assert guarded.get(MODELS, headers={API_KEY_HEADER: "guess"}, environ_base=other).status_code == 403
+
+
+def test_valid_keys_and_missing_keys_do_not_spend_the_budget(guarded):
+    for _ in range(4):
+        assert guarded.get(MODELS).status_code == 401
+    assert _statuses(guarded, 4, {API_KEY_HEADER: GOLD_KEY}) == [200, 200, 200, 200]  # gold: 4/minute
+    assert guarded.get(MODELS, headers={API_KEY_HEADER: "guess"}).status_code == 403
+
+
+def test_the_budget_is_only_spent_on_the_api(guarded):
+    for _ in range(5):
+        assert guarded.get("/healthz", headers={API_KEY_HEADER: "guess"}).status_code == 200
+    assert guarded.get(MODELS, headers={API_KEY_HEADER: "guess"}).status_code == 403
+
+
+def test_default_failure_budget_is_configured(make_app):
+    from flask_server.config import DEFAULT_AUTH_FAILURE_LIMIT
+
+    client = make_app(GATEWAY_API_KEYS=KEYS, GATEWAY_RATE_LIMITS=LIMITS).test_client()
+    budget = int(DEFAULT_AUTH_FAILURE_LIMIT.split("/")[0])
+    statuses = [client.get(MODELS, headers={API_KEY_HEADER: "guess"}).status_code for _ in range(budget + 1)]
+    assert statuses == [403] * budget + [429]
+
+
+@pytest.mark.parametrize("setting, value", [("GATEWAY_AUTH_FAILURE_LIMIT", "often"),
+                                            ("GATEWAY_RATE_LIMITS", "default=lots")])
+def test_invalid_limits_are_config_errors(make_app, setting, value):
+    with pytest.raises(ConfigError, match=setting):
+        make_app(**{"GATEWAY_API_KEYS": KEYS, "GATEWAY_RATE_LIMITS": "default=1/minute;gold=2/minute", setting: value})
+
+
+def test_empty_failure_limit_turns_the_budget_off(make_app):
+    client = make_app(GATEWAY_API_KEYS=KEYS, GATEWAY_RATE_LIMITS=LIMITS, GATEWAY_AUTH_FAILURE_LIMIT="").test_client()
+    assert {client.get(MODELS, headers={API_KEY_HEADER: "guess"}).status_code for _ in range(40)} == {403}
 
 
 # --- real processes -------------------------------------------------------------------------------
