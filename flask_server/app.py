@@ -22,14 +22,15 @@ if not __package__:  # pragma: no cover - `flask run` inside flask_server/ impor
         sys.path.insert(0, _REPO_ROOT)
 
 from flask import Flask  # noqa: E402 (after the sys.path fix above)
-from flask_cors import CORS  # noqa: E402
 
-from flask_server import errors, models, request_id, routes  # noqa: E402
+from flask_server import errors, models, request_id, routes, security  # noqa: E402
 from flask_server.config import GatewayConfig  # noqa: E402
 
 PACKAGE = "flask_server"
 # Preflight answers may be cached by browsers this long (seconds).
 CORS_MAX_AGE = 600
+# Response headers a browser page may read cross-origin (CORS hides all but a few by default).
+CORS_EXPOSE_HEADERS = (request_id.REQUEST_ID_HEADER, *security.RATE_LIMIT_HEADERS)
 
 
 def create_app(config: GatewayConfig | Mapping[str, Any] | None = None) -> Flask:
@@ -57,12 +58,14 @@ def create_app(config: GatewayConfig | Mapping[str, Any] | None = None) -> Flask
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.health_bp)
     if config.cors_origins:
-        CORS(app, origins=list(config.cors_origins), expose_headers=[request_id.REQUEST_ID_HEADER],
+        from flask_cors import CORS  # only when configured: nothing imported that is not used
+
+        CORS(app, origins=list(config.cors_origins), expose_headers=list(CORS_EXPOSE_HEADERS),
              max_age=CORS_MAX_AGE)
 
     # Cross-cutting features, in this order: logging sees every request, metrics count what
     # security rejects, and security must find the "api" blueprint already registered.
-    from flask_server import metrics, openapi, request_log, security, web
+    from flask_server import metrics, openapi, request_log, web
 
     for extension in (request_log, metrics, security, openapi, web):
         extension.init_app(app, config)

@@ -164,6 +164,23 @@ def test_cors_preflight(make_app):
     assert REQUEST_ID_HEADER in error.headers["Access-Control-Expose-Headers"]
 
 
+def test_cors_exposes_rate_limit_and_request_id_headers(make_app):
+    """A browser page can only read response headers that CORS exposes: it needs Retry-After and
+    the X-RateLimit-* budget to back off, and X-Request-ID to report a failure."""
+    client = make_app(GATEWAY_CORS_ORIGINS="https://app.example.com", GATEWAY_API_KEYS="k",
+                      GATEWAY_RATE_LIMITS="default=1/minute").test_client()
+    headers = {"Origin": "https://app.example.com", "X-API-Key": "k"}
+    responses = [client.get("/v1/models", headers=headers) for _ in range(2)]
+    assert [r.status_code for r in responses] == [200, 429]
+    expected = {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-request-id"}
+    for response in responses:
+        exposed = {h.strip().lower() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+        assert expected <= exposed
+    # ...and they are really there to be read
+    assert {"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
+            REQUEST_ID_HEADER} <= set(responses[1].headers.keys())
+
+
 def test_no_cors_headers_without_origins(client):
     response = client.options(PREDICT, headers={"Origin": "https://app.example.com",
                                                 "Access-Control-Request-Method": "POST"})
