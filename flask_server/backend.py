@@ -15,6 +15,9 @@ status. ``version_label``: the version the model server's metadata reports for
 newly loaded version is used and reported about a second after it becomes AVAILABLE. If the
 model server answers 404 for the chosen version (unloaded by a hot swap), the status is refreshed
 and the call retried once on the new version.
+
+Error messages go to clients, so they name the model, never the model server's URL (an internal
+address); the URL travels in the error's ``detail``, which only the log sees (errors.py).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ if TYPE_CHECKING:  # models.py imports this module; the spec is only needed for 
 STATUS_TTL = 1.0
 OUTPUT_PROBABILITIES = "probabilities"
 AVAILABLE = "AVAILABLE"
+#: How every 503 for an unreachable or overloaded model server begins (followed by the model).
+UNAVAILABLE_MESSAGE = "model server unavailable"
 # TF Serving JSON keys (tensorflow_serving/util/json_tensor.cc)
 SIGNATURE_NAME_KEY = "signature_name"
 INSTANCES_KEY = "instances"
@@ -86,77 +91,82 @@ class ModelServerClient:
 
     def model_status(self, name: str, request_id: str | None = None) -> list[dict[str, Any]]:
         """The model's ``model_version_status`` list; ModelNotAvailable if the server does not know it."""
-        reply = self._request("GET", model_path(name), request_id=request_id)
+        reply = self._request("GET", name, model_path(name), request_id=request_id)
         versions = reply.get(MODEL_VERSION_STATUS_KEY)
         if not isinstance(versions, list) or not all(isinstance(v, dict) for v in versions):
-            raise BadModelServerReply(f"model server {self.base_url}: status of {name!r} has no "
-                                      f"{MODEL_VERSION_STATUS_KEY} list: {_quote(reply)}")
+            raise BadModelServerReply(f"model server: status of model {name!r} has no "
+                                      f"{MODEL_VERSION_STATUS_KEY} list: {_quote(reply)}", self.base_url)
         return versions
 
     def model_metadata(self, name: str, version: int | None = None, label: str | None = None,
                        request_id: str | None = None) -> dict[str, Any]:
         """The model's metadata reply (``model_spec``, ``metadata``) for a version, a label or the latest."""
-        return self._request("GET", model_path(name, version, label) + "/metadata", request_id=request_id)
+        return self._request("GET", name, model_path(name, version, label) + "/metadata", request_id=request_id)
 
     def predict(self, spec: ModelSpec, batch: np.ndarray, version: int, request_id: str | None = None) -> np.ndarray:
         """Scores (N, classes) float32 for ``batch`` (N, H, W, 3) float32 from that exact version."""
         body = encode_predict_request(spec, batch)
-        reply = self._request("POST", model_path(spec.model_name, version) + ":predict", body, request_id)
-        return decode_predictions(reply, batch.shape[0], f"model server {self.base_url}")
+        reply = self._request("POST", spec.model_name, model_path(spec.model_name, version) + ":predict", body,
+                              request_id)
+        return decode_predictions(reply, batch.shape[0], f"model server, model {spec.model_name!r}", self.base_url)
 
     def close(self) -> None:
         """Close pooled connections."""
         self.session.close()
 
-    def _request(self, method: str, path: str, body: bytes | None = None,
+    def _request(self, method: str, model: str, path: str, body: bytes | None = None,
                  request_id: str | None = None) -> dict[str, Any]:
-        """One call; returns the decoded JSON object or raises a BackendError subclass."""
+        """One call about ``model``; returns the decoded JSON object or raises a BackendError subclass."""
         url = self.base_url + path
+        where = f"{method} {url}"  # the error's detail: logged, never sent to the client
         headers = {"Accept": JSON_CONTENT_TYPE}
         if body is not None:
             headers["Content-Type"] = JSON_CONTENT_TYPE
         if request_id:
             headers[REQUEST_ID_HEADER] = request_id
-        with self._translate(method, url):
+        with self._translate(model, where):
             response = self.session.request(method, url, data=body, headers=headers, timeout=self.timeout)
         try:
             reply = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             reply = None
-        if response.status_code == 200:
+        status = response.status_code
+        if status == 200:
             if isinstance(reply, dict):
                 return reply
-            raise BadModelServerReply(f"model server {method} {url} answered with a body that is not a "
-                                      f"JSON object: {_quote(response.content)}")
+            raise BadModelServerReply(f"model server answered for model {model!r} with a body that is not a "
+                                      f"JSON object: {_quote(response.content)}", where)
         message = (reply.get(ERROR_KEY) if isinstance(reply, dict) else None) or _quote(response.content)
-        if response.status_code == 404:
-            raise ModelNotAvailable(f"model server {self.base_url}: {message}")
-        if response.status_code == 503:
-            raise ModelServerUnavailable(f"model server {self.base_url} is unavailable: {message}")
-        if response.status_code == 504:
-            raise ModelServerTimeout(f"model server {self.base_url} timed out: {message}")
-        if 400 <= response.status_code < 500:
+        if status == 404:
+            raise ModelNotAvailable(f"model {model!r} is not available on the model server: {message}", where)
+        if status == 503:
+            raise ModelServerUnavailable(f"{UNAVAILABLE_MESSAGE} for model {model!r}: {message}", where)
+        if status == 504:
+            raise ModelServerTimeout(f"model server timed out for model {model!r}: {message}", where)
+        if 400 <= status < 500:
             # We built the request, so a 4xx means the gateway's model config does not fit the model.
-            raise BadModelServerReply(f"model server {self.base_url} rejected the gateway's request "
-                                      f"({response.status_code}): {message}")
-        raise BadModelServerReply(f"model server {self.base_url} failed ({response.status_code}): {message}")
+            raise BadModelServerReply(f"model server rejected the gateway's request for model {model!r} "
+                                      f"({status}): {message}", where)
+        raise BadModelServerReply(f"model server failed for model {model!r} ({status}): {message}", where)
 
     @contextlib.contextmanager
-    def _translate(self, method: str, url: str) -> Iterator[None]:
+    def _translate(self, model: str, where: str) -> Iterator[None]:
         """Map ``requests`` exceptions to the gateway's tree, chained; unknown ones propagate."""
         connect, read = self.timeout
         try:
             yield
         except requests.ConnectTimeout as exc:  # before ConnectionError: it is both
-            raise ModelServerUnavailable(f"cannot connect to the model server at {self.base_url} "
-                                         f"within {connect:g} s") from exc
+            raise ModelServerUnavailable(f"{UNAVAILABLE_MESSAGE} for model {model!r}: no connection "
+                                         f"within {connect:g} s", where) from exc
         except requests.ReadTimeout as exc:
-            raise ModelServerTimeout(f"model server {method} {url} did not answer within {read:g} s") from exc
+            raise ModelServerTimeout(f"model server did not answer within {read:g} s for model {model!r}",
+                                     where) from exc
         except requests.ConnectionError as exc:
-            raise ModelServerUnavailable(f"cannot reach the model server at {self.base_url}: "
-                                         f"{_reason(exc)}") from exc
+            raise ModelServerUnavailable(f"{UNAVAILABLE_MESSAGE} for model {model!r}: {_reason(exc)}",
+                                         where) from exc
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
-            raise BadModelServerReply(f"model server {method} {url} sent a broken reply: {_reason(exc)}") from exc
+            raise BadModelServerReply(f"model server sent a broken reply for model {model!r}: {_reason(exc)}",
+                                      where) from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,10 +249,11 @@ class VersionTracker:
             if self.pinned_version in available:
                 return self.pinned_version
             raise ModelNotAvailable(f"version {self.pinned_version} of model {self.model_name!r} is not "
-                                    f"AVAILABLE on {self.client.base_url} ({_describe_states(statuses)})")
+                                    f"AVAILABLE on the model server ({_describe_states(statuses)})",
+                                    self.client.base_url)
         if not available:
-            raise ModelNotAvailable(f"model {self.model_name!r} has no AVAILABLE version on "
-                                    f"{self.client.base_url} ({_describe_states(statuses)})")
+            raise ModelNotAvailable(f"model {self.model_name!r} has no AVAILABLE version on the model "
+                                    f"server ({_describe_states(statuses)})", self.client.base_url)
         return available[-1]
 
 
@@ -269,8 +280,11 @@ def encode_predict_request(spec: ModelSpec, batch: np.ndarray) -> bytes:
                         option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def decode_predictions(reply: dict[str, Any], batch_size: int, where: str) -> np.ndarray:
-    """``reply["predictions"]`` as float32 (batch_size, classes); BadModelServerReply if it is not that."""
+def decode_predictions(reply: dict[str, Any], batch_size: int, where: str, detail: str | None = None) -> np.ndarray:
+    """``reply["predictions"]`` as float32 (batch_size, classes); BadModelServerReply if it is not that.
+
+    ``where`` starts the client's message, ``detail`` is for the log only (errors.GatewayError).
+    """
     predictions = reply.get(PREDICTIONS_KEY)
     if isinstance(predictions, list) and predictions and isinstance(predictions[0], dict):
         # Signatures with several outputs answer one object per instance.
@@ -281,7 +295,7 @@ def decode_predictions(reply: dict[str, Any], batch_size: int, where: str) -> np
         scores = None
     if scores is None or scores.ndim != 2 or scores.shape[0] != batch_size:
         raise BadModelServerReply(f"{where}: expected {PREDICTIONS_KEY!r} with {batch_size} row(s) of "
-                                  f"{OUTPUT_PROBABILITIES}, got {_quote(reply)}")
+                                  f"{OUTPUT_PROBABILITIES}, got {_quote(reply)}", detail)
     return scores
 
 

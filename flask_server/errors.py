@@ -39,13 +39,23 @@ QUOTE_LIMIT = 60
 
 
 class GatewayError(Exception):
-    """Base of every error the gateway reports on purpose; ``status`` is its HTTP status."""
+    """Base of every error the gateway reports on purpose; ``status`` is its HTTP status.
+
+    ``message`` is what the client reads. ``detail`` is what only the log may hold, such as the
+    model server's internal URL: ``log_message`` (and ``str()``) joins the two.
+    """
 
     status = 500
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, detail: str | None = None) -> None:
         self.message = message
+        self.detail = detail
+        super().__init__(self.log_message)
+
+    @property
+    def log_message(self) -> str:
+        """The client's message plus the internal detail, for logs only."""
+        return self.message if self.detail is None else f"{self.message} [{self.detail}]"
 
 
 class BadRequest(GatewayError):
@@ -121,13 +131,14 @@ def handle_error(exc: Exception) -> Response:
         if exc.code is None or exc.code < 400:  # routing redirects (e.g. a missing trailing slash)
             return exc.get_response()
         status, message = exc.code, exc.description or exc.name
+        log_message = message
     elif isinstance(exc, GatewayError):
-        status, message = exc.status, exc.message
+        status, message, log_message = exc.status, exc.message, exc.log_message
     else:
         logger.exception("request_id=%s status=500 unhandled %s", request_id, type(exc).__name__)
         return _render(500, INTERNAL_ERROR_MESSAGE, request_id)
     log = logger.error if status >= 500 else logger.warning
-    log("request_id=%s status=%d error=%s", request_id, status, message)
+    log("request_id=%s status=%d error=%s", request_id, status, log_message)
     response = _render(status, message, request_id)
     if isinstance(exc, HTTPException):
         # Keep the exception's own headers, such as Allow (405) and Retry-After (429).

@@ -230,7 +230,7 @@ class ServedModel:
         try:
             return self.versions.export_info(version)
         except BackendError as exc:
-            logger.warning("model %s version %s: no export_info (%s)", self.spec.route, version, exc.message)
+            logger.warning("model %s version %s: no export_info (%s)", self.spec.route, version, exc.log_message)
             return {}
 
     def _check_input_size(self, version: int) -> None:
@@ -245,13 +245,15 @@ class ServedModel:
 
     def status(self) -> dict[str, Any]:
         """``{"model", "model_name", "state", "model_version"[, "warning"]}``; never raises for
-        backend trouble: an unreachable model server gives state UNAVAILABLE and its ``error``."""
-        body: dict[str, Any] = {"model": self.spec.route, "model_name": self.spec.model_name,
-                                "model_server_url": self.spec.model_server_url}
+        backend trouble: an unreachable model server gives state UNAVAILABLE and its ``error``.
+
+        The model server's URL is internal: it is logged with the error, never put in the body."""
+        body: dict[str, Any] = {"model": self.spec.route, "model_name": self.spec.model_name}
         try:
             version = self.versions.current(refresh=True)
             warning = self.warning(version)
         except BackendError as exc:
+            logger.warning("model %s: %s", self.spec.route, exc.log_message)
             return {**body, "state": UNAVAILABLE, "error": exc.message}
         body.update(state=AVAILABLE, model_version=version)
         if warning:

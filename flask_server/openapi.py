@@ -79,7 +79,6 @@ def _schemas() -> dict[str, Any]:
         "properties": {
             "model": {"type": "string", "description": "Route name, as in /v1/models/{model}/predict."},
             "model_name": {"type": "string", "description": "Name on the model server."},
-            "model_server_url": {"type": "string"},
             "state": {"type": "string", "enum": ["AVAILABLE", "UNAVAILABLE"]},
             "model_version": {"type": "integer"},
             "warning": {"type": "string"},

@@ -14,7 +14,7 @@ import pytest
 from flask_server.app import create_app
 from flask_server.config import ConfigError
 from flask_server.request_id import REQUEST_ID_HEADER
-from tests.gateway.conftest import PREDICT, assert_error
+from tests.gateway.conftest import PREDICT, assert_error, closed_port_url
 
 
 
@@ -104,10 +104,16 @@ def post_chunked(client, path: str, body: bytes, content_type: str):
                        headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
 
 
-def test_model_server_unreachable_is_503(client, png):
-    body = assert_error(client.post(PREDICT, data=png, content_type="image/png"), 503,
-                        "cannot reach the model server")
+def test_model_server_unreachable_is_503_naming_the_model_not_the_url(make_app, png, caplog):
+    url = closed_port_url()
+    client = make_app(MODEL_SERVER_URL=url).test_client()
+    with caplog.at_level(logging.ERROR, logger="flask_server.errors"):
+        body = assert_error(client.post(PREDICT, data=png, content_type="image/png"), 503,
+                            "model server unavailable for model 'ImageClassifier'")
     assert "Connection refused" in body["error"]
+    # the model server's address is internal: in the log, never in the answer
+    assert url not in body["error"] and "127.0.0.1" not in body["error"]
+    assert any(url in record.getMessage() for record in caplog.records)
 
 
 def test_unhandled_exception_is_a_generic_500_logged_with_traceback(make_app, caplog):

@@ -67,8 +67,9 @@ def test_unexpected_predictions_are_bad_replies(reply):
     (StubReply(body=b"<html>oops</html>", content_type="text/html"), BadModelServerReply, "not a JSON object"),
     (StubReply(body=b"[1, 2]"), BadModelServerReply, "not a JSON object"),
     (StubReply(status=400, body=b'{"error": "Expected 12 values"}'), BadModelServerReply,
-     "rejected the gateway's request (400): Expected 12 values"),
-    (StubReply(status=500, body=b"boom", content_type="text/plain"), BadModelServerReply, "failed (500): 'boom'"),
+     "rejected the gateway's request for model 'm' (400): Expected 12 values"),
+    (StubReply(status=500, body=b"boom", content_type="text/plain"), BadModelServerReply,
+     "failed for model 'm' (500): 'boom'"),
     (StubReply(status=404, body=b'{"error": "Servable not found for request: Latest(m)"}'), ModelNotAvailable,
      "Servable not found"),
     (StubReply(status=503, body=b'{"error": "queue full"}'), ModelServerUnavailable, "queue full"),
@@ -80,6 +81,8 @@ def test_upstream_failures_map_to_gateway_errors(upstream, reply, error, message
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
         client.model_status("m")
     assert info.value.__cause__ is not None or error is not ModelServerTimeout
+    # the client's message never holds the model server's address; the log's does
+    assert upstream.url not in info.value.message and upstream.url in info.value.log_message
 
 
 def test_connection_refused_is_unavailable():
@@ -202,6 +205,9 @@ def test_models_list_never_500s(make_app, upstream):
     [model] = response.get_json()["models"]
     assert model["state"] == "UNAVAILABLE" and "not a JSON object" in model["error"]
     assert client.get("/readyz").status_code == 503
+    # the model server's address is internal: not in any client-facing body
+    for path in ("/v1/models", "/v1/models/imageclassifier", "/readyz"):
+        assert upstream.url.removeprefix("http://") not in client.get(path).get_data(as_text=True), path
 
 
 def test_missing_metadata_does_not_fail_a_prediction(make_app, upstream, png):
