@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench import report
 from bench.images import image_paths
-from bench.load import run_load
+from bench.load import LoadResult, run_load, run_round_robin
 from bench.models import export_in_subprocess, gateway_models_config, input_size, latest_version
 from bench.paths import gateway_send, model_server_send, tutorial_send
 from bench.procinfo import peak_rss_mb, rss_mb, tree
@@ -52,37 +52,64 @@ QUICK = Plan({1: 5, 4: 8, 16: 16}, {1: 3, 4: 4, 16: 16}, 15.0, (1, 4), 1)
 SWEEP_REQUESTS = 96
 
 
-def measure_model(bare: BareProcess, clients: int, plan: Plan, row: dict) -> None:
-    """The ``model`` row at this level: batch-1 latency at 1, batch-N throughput at N clients.
+def bare_send(bare: BareProcess):
+    """The bare model as a request function: one batch-1 call, timed inside the bare process."""
+    def send(_session, _i: int) -> float:
+        return bare.ask_line({"latency": 1})["p50_ms"] / 1000
 
-    At the last level it also measures the remaining batch sizes, for the best throughput.
-    """
-    images = plan.requests[clients]
-    if clients == 1:
-        answer = bare.ask_line({"latency": images})
-        row.setdefault("levels", {})["1"] = {"p50_ms": answer["p50_ms"], "p99_ms": answer["p99_ms"], "errors": 0}
-        return
-    sizes = [clients] if clients != report.LEVELS[-1] else [s for s in plan.batch_sizes if s not in report.LEVELS[1:-1]]
+    return send
+
+
+def measure_bare_throughput(bare: BareProcess, sizes: list[int], images: int, row: dict) -> None:
+    """Images/s of the bare model calling at each batch size; keeps the best in ``row``."""
+    by_batch = row.setdefault("throughput_by_batch", {})
     for size in sizes:
         rate = bare.ask_line({"throughput": [size, images]})["img_per_s"]
-        row.setdefault("throughput_by_batch", {})[str(size)] = rate
-    by_batch = row["throughput_by_batch"]
-    row["levels"][str(clients)] = {"throughput": by_batch.get(str(clients)), "errors": 0}
+        by_batch[str(size)] = max(rate, by_batch.get(str(size), 0.0))
     row["best_throughput"] = max(by_batch.values())
 
 
 def measure_rows(senders: dict, bare: BareProcess | None, plan: Plan, rows: dict) -> None:
-    """Run every path at 1, 4, 16 clients; interleaved by level so the rows share the same moment."""
-    for clients in report.LEVELS:
+    """Every path at 1, 4 and 16 clients, ordered so that the rows share the machine's noise.
+
+    1 client: round robin, request by request (the bare model included). 4 and 16 clients: each
+    path's requests are split in two halves run in A-B-C-D then D-C-B-A order, so a drift in
+    background load hits every path about equally; the bare model's batch-N throughput is measured
+    at both ends of that sequence.
+    """
+    sends = ({"model": bare_send(bare)} if bare else {}) | senders
+    if not sends:  # --only-sweep
+        return
+    counts = {key: plan.tutorial_requests[1] if key == "tutorial" else plan.requests[1] for key in sends}
+    for key, result in run_round_robin(sends, counts, plan.time_limit * len(sends), plan.warmup).items():
+        _record(rows, key, result)
+    for clients in report.LEVELS[1:]:
+        parts: dict[str, list] = {key: [] for key in senders}
+        order = list(senders)
+        for keys in (order, order[::-1]):
+            if bare and keys is order:
+                measure_bare_throughput(bare, [clients], plan.requests[clients] // 2, rows["model"])
+            for key in keys:
+                total = (plan.tutorial_requests if key == "tutorial" else plan.requests)[clients]
+                parts[key].append(run_load(senders[key], clients, max(1, total // 2), plan.time_limit / 2))
         if bare:
-            measure_model(bare, clients, plan, rows["model"])
-        for key, send in senders.items():
-            total = (plan.tutorial_requests if key == "tutorial" else plan.requests)[clients]
-            warmup = plan.warmup if clients == 1 else 0
-            result = run_load(send, clients, total, plan.time_limit, warmup)
-            rows[key].setdefault("levels", {})[str(clients)] = result.as_dict()
-            print(f"  {key:<22} {clients:>2} clients: {result.ok:>3} ok, {result.errors} errors, "
-                  f"p50 {result.p(50):7.1f} ms, {result.throughput:5.1f} img/s", file=sys.stderr, flush=True)
+            measure_bare_throughput(bare, [clients], plan.requests[clients] // 2, rows["model"])
+            rows["model"].setdefault("levels", {})[str(clients)] = {
+                "throughput": rows["model"]["throughput_by_batch"][str(clients)], "errors": 0}
+        for key in senders:
+            _record(rows, key, LoadResult.combine(parts[key]))
+    if bare:  # the other batch sizes, for the model's best throughput
+        others = [size for size in plan.batch_sizes if str(size) not in rows["model"]["throughput_by_batch"]]
+        measure_bare_throughput(bare, others, plan.requests[report.LEVELS[-1]], rows["model"])
+
+
+def _record(rows: dict, key: str, result: LoadResult) -> None:
+    level = result.as_dict()
+    if key == "model":  # the bare model has no HTTP and no throughput at 1 client
+        level = {"p50_ms": level["p50_ms"], "p99_ms": level["p99_ms"], "errors": level["errors"]}
+    rows.setdefault(key, {}).setdefault("levels", {})[str(result.clients)] = level
+    print(f"  {key:<22} {result.clients:>2} clients: {result.ok:>3} ok, {result.errors} errors, "
+          f"p50 {result.p(50):7.1f} ms, {result.throughput:5.1f} img/s", file=sys.stderr, flush=True)
 
 
 def process_entry(name: str, pid: int, cold_start_s: float, rss_ready: float) -> dict:
@@ -111,8 +138,10 @@ def run_sweep(configs: list[str], ms_url: str, route: str, images: list[bytes], 
                 send = gateway_send(gw.url, route, images)
                 run_load(send, 4, 8, plan.time_limit)  # warm every worker's connections
                 result = run_load(send, 16, SWEEP_REQUESTS if plan is FULL else 16, plan.time_limit)
+                workers_rss = gw.worker_rss_mb()
                 results.append({"config": config, **result.as_dict(),
-                                "worker_rss_mb": max((now for now, _ in gw.worker_rss_mb()), default=None)})
+                                "worker_rss_mb": max((now for now, _ in workers_rss), default=None),
+                                "worker_peak_mb": max((peak for _, peak in workers_rss), default=None)})
         except Exception as exc:  # noqa: BLE001 - a failed config is reported, the others still run
             results.append({"config": config, "error": repr(exc)[:300]})
         print(f"  sweep {config}: {results[-1].get('throughput', 0):.1f} img/s", file=sys.stderr, flush=True)
@@ -159,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             export_in_subprocess("tiny" if args.tiny else "inception", base_path)
         version_dir = latest_version(base_path)
         size = input_size(version_dir)
-        models_config = gateway_models_config(version_dir, Path(tmp), args.route)
+        models_config = gateway_models_config(version_dir, Path(tmp), args.route, model_name)
         classes = json.loads((version_dir / "assets.extra" / "export_info.json").read_text()).get("classes")
         figures: dict = {"model": f"{version_dir} ({size[0]}x{size[1]}, {classes} classes)",
                          "images": [p.name for p in image_paths()],
@@ -172,9 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         print("loading the model in a bare process, starting servers ...", file=sys.stderr, flush=True)
         bare = None if args.only_sweep else stack.enter_context(bare_process(version_dir, wait))
         servers: dict = {}
-        specs = [("model_server", False)] + ([] if args.no_batching or args.only_sweep else [("model_server_batching", True)])
+        specs = [("model_server", False)]
+        if not (args.no_batching or args.only_sweep):
+            specs.append(("model_server_batching", True))
         for key, batching in specs:
-            ms = stack.enter_context(model_server(key.replace("_", " "), model_name, base_path, log_dir, batching, wait))
+            name = key.replace("_", " ")
+            ms = stack.enter_context(model_server(name, model_name, base_path, log_dir, batching, wait))
             gw_key = key.replace("model_server", "gateway")
             if wait:
                 try:

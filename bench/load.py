@@ -16,8 +16,9 @@ import requests
 
 from bench.stats import percentile
 
-# A request function: sends request number ``i`` with ``session``, raises on any bad response.
-Send = Callable[[requests.Session, int], None]
+# A request function: sends request number ``i`` with ``session``, raises on any bad response. It may
+# return its own latency in seconds (the bare model times itself, without the pipe to it).
+Send = Callable[[requests.Session, int], "float | None"]
 
 
 @dataclasses.dataclass
@@ -42,6 +43,13 @@ class LoadResult:
     def p(self, pct: float) -> float:
         """Latency percentile in milliseconds."""
         return 1000 * percentile(self.latencies, pct)
+
+    @classmethod
+    def combine(cls, parts: list[LoadResult]) -> LoadResult:
+        """One result from several runs at the same concurrency (e.g. the two halves of an ABBA order)."""
+        return cls(parts[0].clients, [lat for part in parts for lat in part.latencies],
+                   sum(part.errors for part in parts), sum(part.wall_s for part in parts),
+                   [sample for part in parts for sample in part.error_samples])
 
     def as_dict(self) -> dict:
         return {"clients": self.clients, "requests_ok": self.ok, "errors": self.errors, "wall_s": self.wall_s,
@@ -81,12 +89,12 @@ def run_load(send: Send, clients: int, total: int, time_limit: float, warmup: in
                     return
                 t0 = time.perf_counter()
                 try:
-                    send(session, i)
+                    own = send(session, i)
                 except Exception as exc:  # noqa: BLE001 - every failure is an error to count
                     with lock:
                         errors.append(repr(exc)[:300])
                     continue
-                elapsed = time.perf_counter() - t0
+                elapsed = own if own is not None else time.perf_counter() - t0
                 with lock:
                     latencies.append(elapsed)
 
@@ -98,3 +106,38 @@ def run_load(send: Send, clients: int, total: int, time_limit: float, warmup: in
     for thread in threads:
         thread.join(time_limit + 60)
     return LoadResult(clients, latencies, len(errors), time.perf_counter() - started, errors)
+
+
+def run_round_robin(sends: dict[str, Send], counts: dict[str, int], time_limit: float,
+                    warmup: int = 0) -> dict[str, LoadResult]:
+    """One client calling each path in turn, request by request, so all paths share the same moments.
+
+    Path ``key`` gets ``counts[key]`` timed requests (after ``warmup`` untimed ones); the run stops
+    early after ``time_limit`` seconds. Throughput here is 1 / mean latency.
+    """
+    latencies: dict[str, list[float]] = {key: [] for key in sends}
+    errors: dict[str, list[str]] = {key: [] for key in sends}
+    sessions = {key: requests.Session() for key in sends}
+    try:
+        for key, send in sends.items():
+            for i in range(warmup):
+                try:
+                    send(sessions[key], -1 - i)
+                except Exception as exc:  # noqa: BLE001 - every failure is an error to count
+                    errors[key].append(f"warm-up: {exc!r}"[:300])
+        deadline = time.monotonic() + time_limit
+        for i in range(max(counts.values())):
+            for key, send in sends.items():
+                if i >= counts[key] or time.monotonic() > deadline:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    own = send(sessions[key], i)
+                except Exception as exc:  # noqa: BLE001 - every failure is an error to count
+                    errors[key].append(repr(exc)[:300])
+                    continue
+                latencies[key].append(own if own is not None else time.perf_counter() - t0)
+    finally:
+        for session in sessions.values():
+            session.close()
+    return {key: LoadResult(1, latencies[key], len(errors[key]), sum(latencies[key]), errors[key]) for key in sends}

@@ -35,7 +35,8 @@ TIME_LIMIT = 300.0  # seconds; the run is cut (and fails) if it takes longer
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inception", action="store_true", help="InceptionV3 instead of the tiny model")
-    parser.add_argument("--requests", type=int, help=f"default {DEFAULT_REQUESTS} ({INCEPTION_REQUESTS} with --inception)")
+    parser.add_argument("--requests", type=int,
+                        help=f"default {DEFAULT_REQUESTS} ({INCEPTION_REQUESTS} with --inception)")
     parser.add_argument("--clients", type=int, default=DEFAULT_CLIENTS)
     parser.add_argument("--time-limit", type=float, default=TIME_LIMIT)
     parser.add_argument("--route", default=DEFAULT_ROUTE)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         kind = "inception" if args.inception else "tiny"
         print(f"exporting the {kind} model, starting the model server and gunicorn ...", flush=True)
         version_dir = export_in_subprocess(kind, base_path)
-        models_config = gateway_models_config(version_dir, Path(tmp), args.route)
+        models_config = gateway_models_config(version_dir, Path(tmp), args.route, DEFAULT_MODEL_NAME)
         with model_server("model server", DEFAULT_MODEL_NAME, base_path, Path(tmp)) as ms, \
                 gateway("gateway", ms.url, Path(tmp), models_config=models_config) as gw:
             print(f"model server ready in {ms.cold_start_s:.1f} s, gateway in {gw.cold_start_s:.1f} s; "

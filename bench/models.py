@@ -63,7 +63,7 @@ def input_size(version_dir: Path) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def gateway_models_config(version_dir: Path, directory: Path, route: str) -> Path | None:
+def gateway_models_config(version_dir: Path, directory: Path, route: str, model_name: str) -> Path | None:
     """A MODELS_CONFIG file serving ``version_dir``'s model on ``route``, or None if not needed.
 
     The gateway's built-in default is InceptionV3's shape (299x299, 1000 ImageNet labels); any other
@@ -76,7 +76,7 @@ def gateway_models_config(version_dir: Path, directory: Path, route: str) -> Pat
     labels.write_text("".join(f"class_{i}\n" for i in range(info["classes"])))
     height, width = info["input_size"]
     config = directory / "models.toml"
-    config.write_text(f'[models.{route}]\nmodel_name = "{version_dir.parent.name}"\n'
+    config.write_text(f'[models.{route}]\nmodel_name = "{model_name}"\n'
                       f"input_size = [{height}, {width}]\nlabels = \"labels.txt\"\n")
     return config
 

@@ -22,7 +22,10 @@ import requests
 from bench.images import preprocess, preprocess_tutorial
 from bench.load import Send
 
-TIMEOUT = (2.0, 60.0)  # connect, read: a saturated InceptionV3 queue can take seconds
+# (connect, read). urllib3 applies the *connect* timeout while sending the body too, and a busy model
+# server leaves queued connections unread: a 5.8 MB tutorial body then stalls for seconds. Both are
+# generous so the table measures the servers' queueing, not the client's patience.
+TIMEOUT = (30.0, 120.0)
 JSON_HEADERS = {"Content-Type": "application/json"}
 TOP_K = 5
 

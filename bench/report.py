@@ -140,8 +140,10 @@ def render(figures: dict) -> str:
         out.append(f"  {'PASS' if ok else 'FAIL' if ok is False else 'N/A '}  {name}: {text}")
     if figures.get("sweep"):
         out += ["", "gateway workers x threads at 16 clients:",
-                "| workers x threads | img/s | p50 ms | p99 ms | errors | worker RSS MB (max) |", "|---|---|---|---|---|---|"]
+                "| workers x threads | img/s | p50 ms | p99 ms | errors | worker RSS after / peak MB (max) |",
+                "|---|---|---|---|---|---|"]
         for entry in figures["sweep"]:
             out.append(f"| {entry['config']} | {_num(entry.get('throughput'), '{:.1f}')} | {_num(entry.get('p50_ms'))} "
-                       f"| {_num(entry.get('p99_ms'))} | {entry.get('errors', '-')} | {_num(entry.get('worker_rss_mb'))} |")
+                       f"| {_num(entry.get('p99_ms'))} | {entry.get('errors', '-')} "
+                       f"| {_num(entry.get('worker_rss_mb'))} / {_num(entry.get('worker_peak_mb'))} |")
     return "\n".join(out)

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from bench.procinfo import children, peak_rss_mb, rss_mb, tree
-from scripts.auto_cmd import (REPO_ROOT, ChildProcess, gateway_command, gateway_env, model_server_command, wait_for_http_ok,
-                              wait_for_model)
+from scripts.auto_cmd import (REPO_ROOT, ChildProcess, gateway_command, gateway_env, model_server_command,
+                              wait_for_http_ok, wait_for_model)
 
 HOST = "127.0.0.1"
 # TF Serving's batching parameters (text proto), as given in the brief and the model server's docs.
@@ -91,7 +91,8 @@ def model_server(name: str, model_name: str, base_path: Path, log_dir: Path, bat
 
 @contextlib.contextmanager
 def gateway(name: str, model_server_url: str, log_dir: Path, workers: int | None = None, threads: int | None = None,
-            models_config: Path | None = None, wait: bool = True) -> Iterator[RunningServer]:
+            models_config: Path | None = None, wait: bool = True,
+            extra_env: dict[str, str] | None = None) -> Iterator[RunningServer]:
     """Run the gateway under gunicorn with flask_server/gunicorn.conf.py; with ``wait``, until /readyz is 200.
 
     The rate limit is lifted (the default 60/minute per client would turn the benchmark into 429s).
@@ -101,6 +102,7 @@ def gateway(name: str, model_server_url: str, log_dir: Path, workers: int | None
     env = {**gateway_env(model_server_url), "GATEWAY_RATE_LIMITS": UNLIMITED}
     if models_config:
         env["MODELS_CONFIG"] = str(models_config)
+    env.update(extra_env or {})
     child = ChildProcess(name, args, env=env, echo=False, log_path=log_dir / f"{name.replace(' ', '_')}.log")
     url = f"http://{HOST}:{port}"
     server = RunningServer(name, child, url, lambda: wait_for_http_ok(f"{url}/readyz", child, STARTUP_TIMEOUT))
