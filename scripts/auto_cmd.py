@@ -234,8 +234,8 @@ def sample_commands(gateway_url: str, model_server_url: str, model_name: str) ->
     """Ready-to-paste requests against both servers."""
     return [
         f".venv/bin/python flask_server/flask_sample_request.py -i {SAMPLE_IMAGE} --url {gateway_url}",
-        f".venv/bin/python scripts/serving_sample_request.py -i {SAMPLE_IMAGE} "
-        f"--url {model_server_url}/v1/models/{model_name}:predict",
+        f".venv/bin/python scripts/serving_sample_request.py -i {SAMPLE_IMAGE} --url {model_server_url} "
+        f"--model {model_name}",
         f"curl {gateway_url}/readyz",
     ]
 

@@ -108,8 +108,11 @@ def test_runs_until_sigterm_then_stops_both(tiny_model):
         run.wait_for_line("running until SIGTERM", 10)
         # test that progress and the ready-to-paste sample request are shown
         assert "[model_server] AVAILABLE after" in run.output()
-        assert "flask_sample_request.py -i test_images/chelsea.jpg" in run.output()
         check_both_servers_answer(run)
+        # test that the printed gateway sample request works as pasted
+        sample = next(line.strip() for line in run.lines if "flask_sample_request.py -i test_images/chelsea.jpg" in line)
+        pasted = subprocess.run(sample, shell=True, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert pasted.returncode == 0, pasted.stdout + pasted.stderr
         run.popen.send_signal(signal.SIGTERM)
         check_stopped_cleanly(run)
     finally:
