@@ -156,10 +156,28 @@ def test_announced_body_over_limit_is_answered_without_reading_it(stack, good_pn
     with socket.create_connection(("127.0.0.1", stack.gateway.port), timeout=10) as sock:
         sock.sendall(f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                      f"Content-Length: 999999999\r\n\r\n".encode())
-        reply = sock.recv(65536).decode(errors="replace")
+        reply = read_reply(sock)
     assert reply.startswith("HTTP/1.1 413"), reply[:300]
     assert '"request_id"' in reply
     assert_healthy(stack, good_png)
+
+
+def read_reply(sock: socket.socket) -> str:
+    """One whole HTTP reply (headers + Content-Length body): gunicorn writes the headers and the body
+    separately, so a single recv may return the headers alone."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data) < _reply_length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace")
+
+
+def _reply_length(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    return len(head) + 4 + (int(lengths[0]) if lengths else 0)
 
 
 def gunicorn_workers(arbiter_pid: int) -> list[int]:
