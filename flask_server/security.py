@@ -5,7 +5,7 @@ Keys come from ``GatewayConfig.api_keys`` (``key`` or ``key:tier``, comma-separa
 file ``api_keys_file`` (one per line, ``#`` comments). With no keys at all, auth is off and nothing
 is rate limited: limits are per key, and a per-address limit would throttle every client behind one
 proxy or NAT as a single client. Such a gateway belongs on a trusted network or behind a proxy that
-limits per address. Flask-Limiter (~0.4 s of imports, most of the gateway's start-up) is then never
+limits per address. Flask-Limiter (a large share of the gateway's start-up time) is then never
 imported; ``init_app`` imports it only when a limit applies.
 
 A request to the ``api`` blueprint must carry ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``:
