@@ -72,7 +72,7 @@ def measure_bare_throughput(bare: BareProcess, sizes: list[int], images: int, ro
 def measure_rows(senders: dict, bare: BareProcess | None, plan: Plan, rows: dict) -> None:
     """Every path at 1, 4 and 16 clients, ordered so that the rows share the machine's noise.
 
-    1 client: round robin, request by request (the bare model included). 4 and 16 clients: each
+    1 client: round robin in bursts of a few requests (the bare model included). 4 and 16 clients: each
     path's requests are split in two halves run in A-B-C-D then D-C-B-A order, so a drift in
     background load hits every path about equally; the bare model's batch-N throughput is measured
     at both ends of that sequence.

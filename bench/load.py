@@ -108,35 +108,43 @@ def run_load(send: Send, clients: int, total: int, time_limit: float, warmup: in
     return LoadResult(clients, latencies, len(errors), time.perf_counter() - started, errors)
 
 
-def run_round_robin(sends: dict[str, Send], counts: dict[str, int], time_limit: float,
-                    warmup: int = 0) -> dict[str, LoadResult]:
-    """One client calling each path in turn, request by request, so all paths share the same moments.
+def run_round_robin(sends: dict[str, Send], counts: dict[str, int], time_limit: float, warmup: int = 0,
+                    burst: int = 4) -> dict[str, LoadResult]:
+    """One client calling each path in turn, ``burst`` requests at a time, so all paths share the
+    same moments of machine load.
 
+    Each turn starts with one untimed request: TensorFlow's thread pools spin for a while after
+    work, so the first call after another process's turn can pay for that process's spinning.
     Path ``key`` gets ``counts[key]`` timed requests (after ``warmup`` untimed ones); the run stops
     early after ``time_limit`` seconds. Throughput here is 1 / mean latency.
     """
     latencies: dict[str, list[float]] = {key: [] for key in sends}
     errors: dict[str, list[str]] = {key: [] for key in sends}
     sessions = {key: requests.Session() for key in sends}
+
+    def call(key: str, i: int, timed: bool) -> None:
+        t0 = time.perf_counter()
+        try:
+            own = sends[key](sessions[key], i)
+        except Exception as exc:  # noqa: BLE001 - every failure is an error to count
+            errors[key].append(("" if timed else "untimed: ") + repr(exc)[:300])
+            return
+        if timed:
+            latencies[key].append(own if own is not None else time.perf_counter() - t0)
+
     try:
-        for key, send in sends.items():
+        for key in sends:
             for i in range(warmup):
-                try:
-                    send(sessions[key], -1 - i)
-                except Exception as exc:  # noqa: BLE001 - every failure is an error to count
-                    errors[key].append(f"warm-up: {exc!r}"[:300])
+                call(key, -1 - i, timed=False)
         deadline = time.monotonic() + time_limit
-        for i in range(max(counts.values())):
-            for key, send in sends.items():
-                if i >= counts[key] or time.monotonic() > deadline:
+        for start in range(0, max(counts.values()), burst):
+            for key in sends:
+                todo = range(start, min(start + burst, counts[key]))
+                if not todo or time.monotonic() > deadline:
                     continue
-                t0 = time.perf_counter()
-                try:
-                    own = send(sessions[key], i)
-                except Exception as exc:  # noqa: BLE001 - every failure is an error to count
-                    errors[key].append(repr(exc)[:300])
-                    continue
-                latencies[key].append(own if own is not None else time.perf_counter() - t0)
+                call(key, -1, timed=False)
+                for i in todo:
+                    call(key, i, timed=True)
     finally:
         for session in sessions.values():
             session.close()
