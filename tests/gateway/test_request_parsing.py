@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from flask_server.errors import BadRequest
-from flask_server.request_parsing import decode_base64, parse_json_images, parse_top_k
+from flask_server.request_parsing import _decode_lenient_base64, decode_base64, parse_json_images, parse_top_k
 
 # Bytes whose base64 uses '+' and '/' (so URL-safe and standard differ) and needs padding.
 RAW = bytes([0xfb, 0xff, 0xbf, 0x00, 0x10])
@@ -26,6 +26,16 @@ URLSAFE = base64.urlsafe_b64encode(RAW).decode()   # '-_-_ABA='
 ])
 def test_decode_base64_accepts_what_users_paste(text):
     assert decode_base64(text) == RAW
+
+
+@pytest.mark.parametrize("length", range(1, 9))
+def test_fast_and_lenient_base64_paths_agree(length):
+    # decode_base64 tries one strict decode before normalising: for canonical input (lengths
+    # 1..8 cover no, one and two '=') both paths must give the same bytes.
+    raw = (RAW * 2)[:length]
+    canonical = base64.b64encode(raw)
+    assert decode_base64(canonical.decode()) == decode_base64(canonical) == raw
+    assert _decode_lenient_base64(canonical, "b64") == raw
 
 
 @pytest.mark.parametrize("text, message", [
