@@ -22,7 +22,7 @@ address); the URL travels in the error's ``detail``, which only the log sees (er
 
 from __future__ import annotations
 
-import base64
+import binascii
 import contextlib
 import dataclasses
 import re
@@ -270,14 +270,27 @@ def model_path(name: str, version: int | None = None, label: str | None = None) 
 def encode_predict_request(spec: ModelSpec, batch: np.ndarray) -> bytes:
     """The predict body for ``spec``'s signature: raw float32 bytes as b64, or float JSON."""
     if spec.input_format == "raw_float32_b64":
-        # Little-endian float32 HWC bytes per image; base64 is 4/3 of that, float JSON ~5x.
-        batch = np.ascontiguousarray(batch, dtype="<f4")
-        instances: list[Any] = [{spec.input_name: {B64_KEY: base64.b64encode(image.tobytes()).decode("ascii")}}
-                                for image in batch]
-        return orjson.dumps({SIGNATURE_NAME_KEY: spec.signature, INSTANCES_KEY: instances})
+        return _raw_float32_b64_body(spec, batch)
     instances = [{spec.input_name: image} for image in np.asarray(batch, dtype=np.float32)]
     return orjson.dumps({SIGNATURE_NAME_KEY: spec.signature, INSTANCES_KEY: instances},
                         option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _raw_float32_b64_body(spec: ModelSpec, batch: np.ndarray) -> bytes:
+    """``{"signature_name": S, "instances": [{INPUT: {"b64": "..."}}, ...]}`` as bytes, built by joining.
+
+    Little-endian float32 HWC bytes per image; base64 is 4/3 of that, float JSON ~5x. The base64
+    output (1.4 MB for 299x299) is ASCII with no character JSON escapes, so it is spliced in as
+    bytes: going through orjson would decode it to a str and re-encode and scan it (~0.4 ms). The
+    names are still encoded by orjson, so the body is valid JSON whatever they contain.
+    """
+    batch = np.ascontiguousarray(batch, dtype="<f4")
+    # b2a_base64 reads each image's buffer in place: no tobytes() copy.
+    images = [binascii.b2a_base64(image, newline=False) for image in batch]
+    instance_head = b"{" + orjson.dumps(spec.input_name) + b':{"' + B64_KEY.encode() + b'":"'
+    instances = b",".join(b"".join((instance_head, image, b'"}}')) for image in images)
+    return b"".join((b'{"', SIGNATURE_NAME_KEY.encode(), b'":', orjson.dumps(spec.signature),
+                     b',"', INSTANCES_KEY.encode(), b'":[', instances, b"]}"))
 
 
 def decode_predictions(reply: dict[str, Any], batch_size: int, where: str, detail: str | None = None) -> np.ndarray:

@@ -8,6 +8,7 @@ import json
 import threading
 
 import numpy as np
+import orjson
 import pytest
 
 from flask_server.backend import ModelServerClient, VersionTracker, decode_predictions, encode_predict_request
@@ -50,6 +51,21 @@ def test_request_bodies():
     body = json.loads(encode_predict_request(json_spec, batch))
     assert body["signature_name"] == "serving_default"
     np.testing.assert_array_equal(body["instances"][1]["image"], batch[1])
+
+
+@pytest.mark.parametrize("batch", [
+    np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3),
+    np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3)[:, ::-1],  # not contiguous
+    np.linspace(-1, 1, 12).reshape(1, 2, 2, 3),                     # float64: sent as float32
+])
+def test_raw_body_is_what_orjson_would_write(batch):
+    # The raw_float32_b64 body is joined from bytes, not serialised: it must be byte for byte
+    # the document the slower orjson.dumps route gives.
+    spec = ModelSpec(route="m", model_server_url="http://x", signature="sig\"n", input_name="in\\put")
+    instances = [{spec.input_name: {"b64": base64.b64encode(image.astype("<f4").tobytes()).decode()}}
+                 for image in batch]
+    expected = orjson.dumps({"signature_name": spec.signature, "instances": instances})
+    assert encode_predict_request(spec, batch) == expected
 
 
 @pytest.mark.parametrize("reply", [
