@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts import auto_cmd
+from scripts import auto_cmd, processes
 from tests.support.processes import REPO_ROOT, free_port
 from tests.support.tiny_models import export_tiny_classifier
 
@@ -153,19 +153,32 @@ def test_missing_model_version_fails_fast(tmp_path, capsys):
 
 
 def test_child_dying_during_start_up_reports_its_log():
-    child = auto_cmd.ChildProcess("broken", [sys.executable, "-c", "print('boom: bad flag'); raise SystemExit(3)"],
-                                  echo=False)
-    with pytest.raises(auto_cmd.ChildDied, match="boom: bad flag"):
-        auto_cmd.wait_for_http_ok(f"http://127.0.0.1:{free_port()}/readyz", child, timeout=20)
+    child = processes.ChildProcess("broken", [sys.executable, "-c", "print('boom: bad flag'); raise SystemExit(3)"],
+                                   echo=False)
+    with pytest.raises(processes.ChildDied, match="boom: bad flag"):
+        processes.wait_for_http_ok(f"http://127.0.0.1:{free_port()}/readyz", child, timeout=20)
     assert child.stop() == 3
 
 
 def test_real_server_gets_a_grpc_port_ours_gets_the_host(monkeypatch):
-    monkeypatch.setattr(auto_cmd.shutil, "which", lambda _name: "/usr/bin/tensorflow_model_server")
-    real = auto_cmd.model_server_command("m", Path("/models/m"), 9001)
+    monkeypatch.setattr(processes.shutil, "which", lambda _name: "/usr/bin/tensorflow_model_server")
+    real = processes.model_server_command("m", Path("/models/m"), 9001)
     assert real[:2] == ["/usr/bin/tensorflow_model_server", "--port=8500"]
     assert not any(arg.startswith("--rest_api_host") for arg in real)
-    monkeypatch.setattr(auto_cmd.shutil, "which", lambda _name: None)
-    ours = auto_cmd.model_server_command("m", Path("/models/m"), 9001, host="0.0.0.0")
+    monkeypatch.setattr(processes.shutil, "which", lambda _name: None)
+    ours = processes.model_server_command("m", Path("/models/m"), 9001, host="0.0.0.0")
     assert ours[1:4] == ["-m", "model_server", "--port=0"] and "--rest_api_host=0.0.0.0" in ours
     assert "--model_base_path=/models/m" in ours and "--rest_api_port=9001" in ours
+    # test that the tests' choice (real_if_installed=False) is our server even when the real one is installed
+    monkeypatch.setattr(processes.shutil, "which", lambda _name: "/usr/bin/tensorflow_model_server")
+    tests_own = processes.model_server_command(None, None, 9001, poll_wait_seconds=None, real_if_installed=False)
+    assert tests_own[1:3] == ["-m", "model_server"]
+    assert not any(arg.startswith(("--model_name", "--model_base_path", "--file_system_poll")) for arg in tests_own)
+
+
+def test_gateway_command_runs_the_production_config():
+    args = processes.gateway_command("127.0.0.1:1234", workers=1, threads=2, extra_args=["--log-level", "debug"])
+    assert args[args.index("--config") + 1] == str(processes.GUNICORN_CONF)
+    assert args[args.index("--bind") + 1] == "127.0.0.1:1234"
+    assert args[args.index("--workers") + 1] == "1" and args[args.index("--threads") + 1] == "2"
+    assert args[-3:] == ["--log-level", "debug", processes.GATEWAY_APP]
