@@ -33,7 +33,8 @@ from bench.paths import gateway_send, model_server_send, tutorial_send
 from bench.procinfo import peak_rss_mb, rss_mb, tree
 from bench.servers import BareProcess, bare_process, gateway, model_server
 from flask_server.models import DEFAULT_ROUTE
-from scripts.auto_cmd import DEFAULT_MODEL_NAME, ChildDied
+from scripts.auto_cmd import DEFAULT_MODEL_NAME
+from scripts.processes import ChildDied
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from flask_server.preprocess import load_and_preprocess
-from scripts.auto_cmd import REPO_ROOT
+from scripts.processes import REPO_ROOT
 
 IMAGE_NAMES = ("retina.jpg", "astronaut.png")
 

@@ -1,8 +1,9 @@
 """Start the model server and the gunicorn gateway for the benchmark, exactly as ``make run`` does,
 and the bare model process they are compared with.
 
-The commands come from scripts/auto_cmd.py (``model_server_command``, ``gateway_command``); here
-they get free ports on 127.0.0.1, log files instead of the terminal, and memory readings.
+The commands and the process handling come from scripts/processes.py (shared with scripts/auto_cmd.py
+and the tests); here they get free ports on 127.0.0.1, log files instead of the terminal, and memory
+readings.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from bench.procinfo import children, peak_rss_mb, rss_mb, tree
-from scripts.auto_cmd import (REPO_ROOT, ChildProcess, gateway_command, gateway_env, model_server_command,
-                              wait_for_http_ok, wait_for_model)
+from scripts.processes import (LOOPBACK, REPO_ROOT, ChildProcess, free_port, gateway_command, gateway_env,
+                               model_server_command, wait_for_http_ok, wait_for_model)
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 # TF Serving's batching parameters (text proto), as given in the brief and the model server's docs.
 BATCHING_PARAMETERS = """\
 max_batch_size { value: 8 }
@@ -31,13 +31,6 @@ max_enqueued_batches { value: 32 }
 """
 STARTUP_TIMEOUT = 180.0
 UNLIMITED = "default=1000000/minute"
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 @dataclasses.dataclass
