@@ -6,103 +6,61 @@ Typical use::
         requests.get(ms.url + "/v1/models/tiny")
     with start_gateway({"MODEL_SERVER_URL": ms.url}) as gw:
         requests.get(gw.url + "/healthz")
+
+Thin wrappers over scripts/processes.py, so the tests start, wait for and stop the servers with
+the same code and command lines as ``make run`` (the gateway with flask_server/gunicorn.conf.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from scripts.processes import (LOOPBACK, REPO_ROOT, ChildProcess, free_port, gateway_command, model_server_command,
+                               model_state, poll_until)
+
+__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "model_available", "spawn", "start_gateway",
+           "start_model_server", "wait_until"]
 
 
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class ServerProcess(ChildProcess):
+    """A server started by a test on ``port``; ``log()`` returns what it has printed so far."""
 
+    report_lines = 80  # failed waits quote more of the log: it is all a CI failure shows
 
-@dataclass
-class ServerProcess:
-    """A server started by a test; ``log()`` returns what it has printed so far."""
-
-    popen: subprocess.Popen
-    port: int
-    log_path: Path
-    extra: dict = field(default_factory=dict)
+    def __init__(self, args: Sequence[str], port: int, env: Mapping[str, str] | None = None,
+                 cwd: Path = REPO_ROOT) -> None:
+        super().__init__(Path(args[0]).name, args, env=env, echo=False, cwd=cwd)
+        self.port = port
+        self.extra: dict = {}
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        """Signal the whole process group and wait; SIGKILL if it does not exit in ``timeout``."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        return self.popen.returncode
+        return f"http://{LOOPBACK}:{self.port}"
 
 
 def spawn(args: Sequence[str], port: int, env: Mapping[str, str] | None = None,
           cwd: Path = REPO_ROOT) -> ServerProcess:
     """Start ``args`` in its own process group with output to a temp log file."""
-    log = Path(tempfile.mkstemp(prefix="server-", suffix=".log")[1])
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
-    with open(log, "wb") as out:
-        popen = subprocess.Popen(list(args), cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    return ServerProcess(popen, port, log)
+    return ServerProcess(args, port, env, cwd)
 
 
 def wait_until(server: ServerProcess, path: str, timeout: float = 60.0,
-               ok=lambda r: r.status_code == 200) -> requests.Response:
+               ok: Callable[[requests.Response], bool] = lambda r: r.status_code == 200) -> requests.Response:
     """Poll ``server.url + path`` until ``ok(response)``; fail with the server's log otherwise."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if not server.alive():
-            raise RuntimeError(f"server exited with {server.popen.returncode}:\n{server.log()[-4000:]}")
-        try:
-            response = requests.get(server.url + path, timeout=2)
-            if ok(response):
-                return response
-            last = f"{response.status_code} {response.text[:300]}"
-        except requests.RequestException as exc:
-            last = repr(exc)
-        time.sleep(0.1)
-    raise TimeoutError(f"{server.url}{path} not ready after {timeout}s (last: {last}):\n{server.log()[-4000:]}")
+    def state_of(response: requests.Response) -> tuple[str, bool]:
+        return f"{response.status_code} {response.text[:300]}", ok(response)
+
+    return poll_until(server.url + path, server, timeout, state_of)[0]
 
 
-def model_available(name: str):
+def model_available(name: str) -> Callable[[requests.Response], bool]:
     """A ``wait_until`` predicate: the model has a version AVAILABLE."""
     def ok(response: requests.Response) -> bool:
-        return response.status_code == 200 and any(
-            v.get("state") == "AVAILABLE" for v in response.json().get("model_version_status", []))
+        return model_state(response)[1]
     ok.__name__ = f"model_available({name})"
     return ok
 
@@ -113,12 +71,9 @@ def start_model_server(model_name: str | None = None, model_base_path: str | Pat
                        timeout: float = 90.0, env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
     """Run ``python -m model_server`` on a free port; wait until ``wait_for`` (default model_name) is AVAILABLE."""
     port = free_port()
-    args = [sys.executable, "-m", "model_server", f"--rest_api_port={port}", "--port=0"]
-    if model_name:
-        args.append(f"--model_name={model_name}")
-    if model_base_path:
-        args.append(f"--model_base_path={Path(model_base_path).resolve()}")
-    args += list(extra_args)
+    # Always our server (the tests are about it), at its own default poll interval (1 s).
+    args = model_server_command(model_name, model_base_path, port, LOOPBACK, poll_wait_seconds=None,
+                                extra_args=extra_args, real_if_installed=False)
     server = spawn(args, port, env)
     try:
         target = wait_for or model_name
@@ -133,11 +88,13 @@ def start_model_server(model_name: str | None = None, model_base_path: str | Pat
 def start_gateway(env: Mapping[str, str] | None = None, workers: int = 1, threads: int = 4,
                   timeout: float = 30.0, wait_path: str = "/healthz",
                   extra_args: Sequence[str] = ()) -> Iterator[ServerProcess]:
-    """Run the gateway under gunicorn (its production server) on a free port."""
+    """Run the gateway as ``make run`` does (gunicorn, production config) on a free port.
+
+    One worker by default (the config's 2 would double every test's start-up on 2 cores);
+    ``workers``/``threads``/``extra_args`` go on gunicorn's command line, which wins over the config.
+    """
     port = free_port()
-    args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--threads", str(threads), "--graceful-timeout", "10", *extra_args, "flask_server.app:create_app()"]
-    server = spawn(args, port, env)
+    server = spawn(gateway_command(f"{LOOPBACK}:{port}", workers, threads, extra_args), port, env)
     try:
         wait_until(server, wait_path, timeout)
         yield server
