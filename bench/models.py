@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scripts.auto_cmd import REPO_ROOT
+from scripts.processes import REPO_ROOT
 
 KINDS = ("inception", "tiny")
 TINY_INPUT_SIZE = (32, 32)
@@ -28,18 +28,37 @@ EXPORT_INFO = Path("assets.extra") / "export_info.json"
 
 
 def build_model(kind: str):
-    """InceptionV3 (299x299, 1000 classes, weights=None) or a conv+dense classifier on 32x32."""
+    """InceptionV3 (299x299, 1000 classes, weights=None) or the tiny classifier on 32x32."""
     import keras
 
     if kind == "inception":
         return keras.applications.InceptionV3(weights=None)
-    # Same shape as tests/support/tiny_models.py: one conv, global pooling, softmax.
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((*TINY_INPUT_SIZE, 3))
+    return build_tiny_classifier()
+
+
+def build_tiny_classifier(input_size: tuple[int, int] = TINY_INPUT_SIZE, classes: int = TINY_CLASSES,
+                          seed: int = 0, name: str = "tiny"):
+    """A small softmax classifier (one conv, global pooling, dense) with deterministic weights for ``seed``.
+
+    Also the tests' model (tests/support/tiny_models.py), so the tiny benchmark serves what the tests check.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((*input_size, 3))
     x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(TINY_CLASSES, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="tiny")
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def export_untrained(model, base_path: str | Path, version: int | None = None, preprocessing: str = "tf",
+                     force: bool = False) -> Path:
+    """Export ``model`` (untrained weights) as ``base_path/<version>/`` quietly; return that directory."""
+    from scripts.export_saved_model import export_keras_model
+
+    info = {"model": model.name, "weights": "untrained", "preprocessing": preprocessing}
+    return export_keras_model(model, base_path, version, force=force, info=info, log=lambda _msg: None)
 
 
 def export_in_subprocess(kind: str, base_path: Path, timeout: float = 300.0) -> Path:
@@ -86,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=KINDS, default="inception")
     parser.add_argument("--base-path", type=Path, required=True)
     args = parser.parse_args(argv)
-    from scripts.export_saved_model import export_keras_model
-
-    model = build_model(args.kind)
-    info = {"model": model.name, "weights": "untrained", "preprocessing": "tf"}
-    export_keras_model(model, args.base_path, version=1, force=True, info=info, log=lambda _msg: None)
+    export_untrained(build_model(args.kind), args.base_path, version=1, force=True)
     return 0
 
 
