@@ -20,7 +20,8 @@ test: venv system-deps
 test-fast: venv
 	$(PY) -m pytest -m "not inception and not browser"
 
-bench: venv system-deps
+# No system-deps: the benchmark needs neither Redis nor Chromium.
+bench: venv
 	$(PY) -m bench
 
 loadtest: venv
