@@ -11,6 +11,8 @@ Accepted bodies (``images_from_request`` picks by Content-Type):
 
 The body is read in exactly one place, ``read_body``, which also enforces GATEWAY_MAX_BODY_BYTES
 on bodies without a Content-Length (chunked), where Werkzeug would silently stop at the limit.
+JSON and form-urlencoded bodies are parsed here from those bytes (orjson; a vectorised
+percent-decoder, see ``parse_urlencoded_images``); multipart goes through Werkzeug's parser.
 
 Base64 is forgiving about what users paste and strict about everything else: standard or URL-safe
 alphabet, padding optional, whitespace and newlines ignored, an optional ``data:image/...;base64,``
@@ -24,6 +26,7 @@ import dataclasses
 import re
 from typing import Any
 
+import numpy as np
 import orjson
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -31,6 +34,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from flask_server.errors import BadRequest, UnsupportedMediaType, quote
 
 B64_KEY = "b64"
+_B64_KEY_BYTES = B64_KEY.encode()
 INSTANCES_KEY = "instances"
 FILE_FIELDS = ("file", "image")
 JSON_KEYS = (B64_KEY, INSTANCES_KEY)
@@ -38,6 +42,10 @@ JSON_KEYS = (B64_KEY, INSTANCES_KEY)
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _WHITESPACE = b" \t\r\n\f\v"
 _DATA_URL = re.compile(rb"data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,", re.ASCII)
+# Byte -> its value as a hex digit, 255 for a byte that is not one (for _unquote_plus).
+_HEX_VALUES = np.full(256, 255, dtype=np.uint8)
+_HEX_VALUES[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16)
+_HEX_VALUES[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16)
 _JSON_TYPES = {str: "a string", list: "a list", dict: "an object", int: "a number", float: "a number",
                bool: "a boolean", type(None): "null"}
 
@@ -127,8 +135,53 @@ def parse_form_images(form: MultiDict, files: MultiDict) -> ImageInputs:
             return ImageInputs([upload.read()], batch=False)
     if B64_KEY in form:
         return ImageInputs([decode_base64(form[B64_KEY])], batch=False)
-    raise BadRequest(f"form has no image: send a file in field {FILE_FIELDS[0]!r} or base64 in field {B64_KEY!r} "
-                     "(for a JSON body, set Content-Type: application/json)")
+    raise _no_form_image()
+
+
+def parse_urlencoded_images(body: bytes) -> ImageInputs:
+    """The first ``b64`` field of an application/x-www-form-urlencoded body (the tutorial's client).
+
+    Parsed here, not by Werkzeug (``urllib.parse.parse_qsl``): every ``+``, ``/`` and ``=`` of the
+    base64 is sent as ``%XX`` and urllib decodes escapes one at a time in Python, 60-100 ms for a
+    790 KB PNG (167,000 escapes), against ~7 ms for ``_unquote_plus``. One difference: Werkzeug
+    silently drops a whole form that is not UTF-8; here only the ``b64`` field itself is judged.
+    """
+    for field in body.split(b"&"):
+        name, _, value = field.partition(b"=")
+        if _unquote_plus(name) == _B64_KEY_BYTES:
+            value = _unquote_plus(value)
+            # Non-ASCII as text, so decode_base64 reports it as such rather than as bad base64.
+            return ImageInputs([decode_base64(value if value.isascii() else value.decode("utf-8", "replace"))],
+                               batch=False)
+    raise _no_form_image()
+
+
+def _no_form_image() -> BadRequest:
+    return BadRequest(f"form has no image: send a file in field {FILE_FIELDS[0]!r} or base64 in field {B64_KEY!r} "
+                      "(for a JSON body, set Content-Type: application/json)")
+
+
+def _unquote_plus(value: bytes) -> bytes:
+    """``urllib.parse.unquote_to_bytes`` after ``+`` -> space, vectorised with numpy.
+
+    ``%XX`` (two hex digits, either case) becomes that byte; any other ``%`` stays as it is. A
+    ``%`` is never a hex digit, so escapes cannot overlap and all of them can be found at once.
+    (Six ``bytes.replace`` passes for base64's escapes measured twice as slow as this.)
+    """
+    value = value.replace(b"+", b" ")
+    if b"%" not in value:
+        return value
+    chars = np.frombuffer(value, dtype=np.uint8)
+    starts = np.flatnonzero(chars[:-2] == ord("%"))
+    high, low = _HEX_VALUES[chars[starts + 1]], _HEX_VALUES[chars[starts + 2]]
+    valid = (high < 16) & (low < 16)
+    starts = starts[valid]
+    decoded = chars.copy()
+    decoded[starts] = (high[valid] << 4) | low[valid]
+    keep = np.ones(chars.size, dtype=bool)
+    keep[starts + 1] = False
+    keep[starts + 2] = False
+    return decoded[keep].tobytes()
 
 
 def images_from_request(request: Any, max_batch_size: int) -> ImageInputs:
@@ -136,7 +189,9 @@ def images_from_request(request: Any, max_batch_size: int) -> ImageInputs:
     mimetype = request.mimetype
     if mimetype == "application/json" or mimetype.endswith("+json"):
         return parse_json_images(read_body(request), max_batch_size)
-    if mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    if mimetype == "application/x-www-form-urlencoded":
+        return parse_urlencoded_images(read_body(request))
+    if mimetype == "multipart/form-data":
         read_body(request)  # cached on the request: the form parser below reads that copy
         return parse_form_images(request.form, request.files)
     if mimetype.startswith("image/"):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import random
+import urllib.parse
 
 import pytest
 
 from flask_server.errors import BadRequest
-from flask_server.request_parsing import _decode_lenient_base64, decode_base64, parse_json_images, parse_top_k
+from flask_server.request_parsing import (_decode_lenient_base64, _unquote_plus, decode_base64, parse_json_images,
+                                          parse_top_k, parse_urlencoded_images)
 
 # Bytes whose base64 uses '+' and '/' (so URL-safe and standard differ) and needs padding.
 RAW = bytes([0xfb, 0xff, 0xbf, 0x00, 0x10])
@@ -56,6 +59,30 @@ def test_decode_base64_rejects_the_rest(text, message):
 def test_error_quotes_the_field_name():
     with pytest.raises(BadRequest, match=r"instances\[1\]\.b64: not valid base64"):
         parse_json_images(b'{"instances": [{"b64": "AAAA"}, {"b64": "%%"}]}', 4)
+
+
+def test_unquote_plus_is_urllibs():
+    # The vectorised decoder must match urllib byte for byte, also where escapes and stray '%' mix:
+    # '%%2B', '%2%3D', '%252B', lower/upper hex, '+' and non-ASCII bytes.
+    rng = random.Random(0)
+    pieces = [b"%", b"%2B", b"%2b", b"%2F", b"%2f", b"%3D", b"%3d", b"%25", b"%41", b"%2", b"2", b"B", b"D",
+              b"+", b"A", b"=", b"\xff"]
+    for _ in range(5000):
+        value = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        assert _unquote_plus(value) == urllib.parse.unquote_to_bytes(value.replace(b"+", b" ")), value
+
+
+def test_urlencoded_form_b64():
+    body = urllib.parse.urlencode({"other": "x", "b64": STANDARD}).encode()
+    assert parse_urlencoded_images(body).images == [RAW]
+    escaped = urllib.parse.quote_plus(STANDARD).encode()  # a bare '+' would mean a space
+    assert parse_urlencoded_images(b"b%364=" + escaped + b"&b64=AAAA").images == [RAW]  # first wins
+    with pytest.raises(BadRequest, match="form has no image"):
+        parse_urlencoded_images(b"file=abc&b65=AAAA")
+    with pytest.raises(BadRequest, match="base64 must be ASCII"):
+        parse_urlencoded_images(b"b64=%C3%A9AAA")
+    with pytest.raises(BadRequest, match="b64: not valid base64"):
+        parse_urlencoded_images(b"b64=%25%25%25")
 
 
 def test_json_single_and_batch():
