@@ -48,6 +48,13 @@ _NEG_INF_TOKEN = orjson.Fragment(b"-Infinity")
 
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
+try:
+    # Optional SIMD decoder: 0.08 ms instead of binascii's 3-7 ms for one InceptionV3 image
+    # (1.9 MB of base64), which was ~80 % of the server's own time per serving_bytes request.
+    from pybase64 import b64decode as _simd_b64decode
+except ImportError:  # not a hard dependency: binascii gives the same answers, only slower
+    _simd_b64decode = None
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -292,10 +299,19 @@ def decode_base64_object(val: object) -> bytes:
         )
     text = val[kBase64Key]
     missing = -len(text) % 4
-    if missing == 3 or "=" in text[: len(text) - 2]:
+    # find() rather than `"=" in text[:-2]`, which would copy a multi-megabyte string.
+    if missing == 3 or text.find("=", 0, len(text) - 2) != -1:
         raise InvalidArgument("Unable to base64 decode")
+    padded = text + "=" * missing
+    if _simd_b64decode is not None:
+        try:
+            return _simd_b64decode(padded, validate=True)
+        except ValueError:
+            # pybase64 is stricter than binascii about some padding (e.g. "QUJD==", which
+            # binascii accepts): binascii alone decides what is invalid, so answers never change.
+            pass
     try:
-        return binascii.a2b_base64(text + "=" * missing, strict_mode=True)
+        return binascii.a2b_base64(padded, strict_mode=True)
     except (binascii.Error, ValueError):
         raise InvalidArgument("Unable to base64 decode") from None
 

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from model_server import errors
+from model_server import codec, errors
 from model_server.codec import (
     PredictRequest,
     TensorSpec,
@@ -150,6 +150,34 @@ def test_columnar_value_errors(dtype, value, message):
 @pytest.mark.parametrize("b64", ["YQ", "YQ=", "YQ=="])
 def test_base64_padding_optional(b64):
     assert convert('{"inputs": {"b64": "%s"}}' % b64, STR)["default"].tolist() == b"a"
+
+
+_B64_CASES = ["", "YQ", "YQ=", "YQ==", "QUJD", "QUJD==", "QUJDRA", "Y", "Y=Q=", "!!!!", "YQ==YQ==", "Y Q=",
+              "YQ\n", "=YQ=", "YQ-_", "aé==", base64.b64encode(bytes(range(256)) * 40).decode()]
+
+
+def _decode_or_error(b64: str) -> bytes | str:
+    try:
+        return codec.decode_base64_object({"b64": b64})
+    except errors.InvalidArgument as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("b64", _B64_CASES)
+def test_base64_accelerator_never_changes_answers(monkeypatch, b64):
+    """The optional SIMD decoder (pybase64) must answer exactly as binascii alone, errors included."""
+    monkeypatch.setattr(codec, "_simd_b64decode", None)
+    expected = _decode_or_error(b64)
+
+    def always_refuses(text, validate):
+        raise ValueError("stricter than binascii")
+
+    # A decoder that refuses must fall back to binascii, not turn valid input into an error.
+    monkeypatch.setattr(codec, "_simd_b64decode", always_refuses)
+    assert _decode_or_error(b64) == expected
+    pybase64 = pytest.importorskip("pybase64")
+    monkeypatch.setattr(codec, "_simd_b64decode", pybase64.b64decode)
+    assert _decode_or_error(b64) == expected
 
 
 @pytest.mark.parametrize("dtype", ["DT_HALF", "DT_UINT16", "DT_COMPLEX64", "DT_BFLOAT16", "DT_RESOURCE"])
