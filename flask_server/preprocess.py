@@ -89,6 +89,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *,
     try:
         if kind == "PNG":
             # load() does not check IDAT checksums, so flipped bytes would decode to garbage pixels.
+            # Pillow (13.0) has no option to check them while loading (PngImageFile.load_read skips
+            # every CRC), so verify() checks them first: ~1 ms for a 790 KB PNG, against ~9 ms for
+            # load(); the second _open() only re-reads the header (~0.04 ms).
             image.verify()
             image = _open(data)
         if draft_size is not None:
