@@ -73,13 +73,9 @@ def model_server(name: str, model_name: str, base_path: Path, log_dir: Path, bat
         params.write_text(BATCHING_PARAMETERS)
         extra = ("--enable_batching", f"--batching_parameters_file={params}")
     args = model_server_command(model_name, base_path, port, HOST, extra_args=extra)
-    child = ChildProcess(name, args, echo=False, log_path=log_dir / f"{name.replace(' ', '_')}.log")
-    url = f"http://{HOST}:{port}"
-    server = RunningServer(name, child, url, lambda: wait_for_model(url, model_name, child, STARTUP_TIMEOUT))
-    try:
-        yield server.wait_ready() if wait else server
-    finally:
-        child.stop()
+    with _serve(name, args, port, log_dir, wait,
+                lambda url, child: wait_for_model(url, model_name, child, STARTUP_TIMEOUT)) as server:
+        yield server
 
 
 @contextlib.contextmanager
@@ -96,9 +92,19 @@ def gateway(name: str, model_server_url: str, log_dir: Path, workers: int | None
     if models_config:
         env["MODELS_CONFIG"] = str(models_config)
     env.update(extra_env or {})
+    with _serve(name, args, port, log_dir, wait,
+                lambda url, child: wait_for_http_ok(f"{url}/readyz", child, STARTUP_TIMEOUT), env) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _serve(name: str, args: Sequence[str], port: int, log_dir: Path, wait: bool,
+           ready: Callable[[str, ChildProcess], float],
+           env: dict[str, str] | None = None) -> Iterator[RunningServer]:
+    """Run ``args`` logging to ``log_dir``; ``ready(url, child)`` blocks until it serves; stop it at the end."""
     child = ChildProcess(name, args, env=env, echo=False, log_path=log_dir / f"{name.replace(' ', '_')}.log")
     url = f"http://{HOST}:{port}"
-    server = RunningServer(name, child, url, lambda: wait_for_http_ok(f"{url}/readyz", child, STARTUP_TIMEOUT))
+    server = RunningServer(name, child, url, lambda: ready(url, child))
     try:
         yield server.wait_ready() if wait else server
     finally:
