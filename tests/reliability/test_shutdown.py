@@ -24,7 +24,7 @@ from tests.support.processes import ServerProcess, start_gateway
 pytestmark = pytest.mark.timeout(120)
 
 IN_FLIGHT = 6
-GRACEFUL_TIMEOUT = 10  # start_gateway's --graceful-timeout
+GRACEFUL_TIMEOUT = 15  # graceful_timeout in flask_server/gunicorn.conf.py, which start_gateway uses
 # In-flight work ends ~BATCH_TIMEOUT_S after it started; the process must be gone soon after.
 # Well under both grace periods (gunicorn 10 s, model server 30 s): nobody waits for the full grace.
 EXIT_BOUND = BATCH_TIMEOUT_S + 5.0
