@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pybase64
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -62,9 +63,10 @@ def decode_base64(value: str | bytes, where: str = B64_KEY) -> bytes:
     """Decode user-supplied base64 (see module doc for what is accepted); BadRequest otherwise.
 
     Nearly every client sends canonical base64 (standard alphabet, padded, no whitespace), so that
-    is tried first with one strict decode of the bytes as received: no copy, no translate pass
-    (about 1.5 ms per MB saved). Only if it fails is the input normalised and decoded again; the
-    strict decoder accepts nothing that normalisation would change, so both paths agree.
+    is tried first with pybase64's SIMD decoder on the bytes as received: 0.06 ms instead of
+    binascii's 2.5 ms for a 790 KB PNG, and no normalising copies. It accepts only what
+    ``binascii.a2b_base64(strict_mode=True)`` accepts, with the same result, and normalising changes
+    nothing binascii accepts; anything it refuses goes to the lenient path, which decides.
     """
     if isinstance(value, str):
         try:
@@ -73,16 +75,16 @@ def decode_base64(value: str | bytes, where: str = B64_KEY) -> bytes:
             raise BadRequest(f"{where}: base64 must be ASCII, got {quote(value)}") from None
     else:
         data = value
-    if data:  # strict mode decodes b"" to b"" without complaint; the slow path says why it is empty
+    if data:  # b"" would decode to b""; the lenient path says why it is refused
         try:
-            return binascii.a2b_base64(data, strict_mode=True)
-        except binascii.Error:
+            return pybase64.b64decode(data, validate=True)
+        except ValueError:  # binascii.Error too; pybase64 also refuses some paddings binascii accepts
             pass
     return _decode_lenient_base64(data, where)
 
 
 def _decode_lenient_base64(data: bytes, where: str) -> bytes:
-    """``decode_base64`` for what the strict fast path refused: data: prefix, URL-safe alphabet,
+    """``decode_base64`` for what the SIMD fast path refused: data: prefix, URL-safe alphabet,
     whitespace, missing padding; BadRequest quoting the normalised value if it is still invalid."""
     if data[:5].lower() == b"data:":
         match = _DATA_URL.match(data)
