@@ -33,8 +33,8 @@ if __package__ in (None, ""):  # run as `python scripts/auto_cmd.py`: make `scri
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.processes import (DEFAULT_POLL_WAIT_SECONDS, REPO_ROOT, STARTUP_TIMEOUT, ChildDied, ChildProcess,
-                               gateway_command, gateway_env, model_server_command, wait_for_http_ok,
-                               wait_for_model)
+                               StopRequested, gateway_command, gateway_env, model_server_command,
+                               wait_for_http_ok, wait_for_model)
 from scripts.processes import GATEWAY_APP, GUNICORN_CONF  # noqa: F401 (tests/test_deploy.py reads them here)
 
 DEFAULT_MODEL_BASE_PATH = REPO_ROOT / "my_image_classifier"
@@ -44,10 +44,6 @@ DEFAULT_REST_API_PORT = 9000
 DEFAULT_GATEWAY_PORT = 5000
 QUIT_WORDS = frozenset({"q", "quit", "exit"})
 SAMPLE_IMAGE = "test_images/chelsea.jpg"
-
-
-class StopRequested(Exception):
-    """SIGTERM or Ctrl-C arrived; unwinds whatever we were doing (even a start-up wait)."""
 
 
 def client_host(host: str) -> str:
@@ -105,12 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     stop = threading.Event()
-    stopping = False
+    received: list[str] = []
 
     def on_signal(signum: int, _frame) -> None:
+        # Only set the event: the waits below poll it. Raising from here could unwind through a
+        # lock held inside subprocess (Popen's waitpid lock) and hang the shutdown on it.
+        received.append(signal.Signals(signum).name)
         stop.set()
-        if not stopping:  # raising again would abort the clean shutdown below
-            raise StopRequested(signal.Signals(signum).name)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
@@ -131,8 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"starting gateway:      {' '.join(gw_args)}", flush=True)
         children.append(ChildProcess("gateway", gw_args, env=gateway_env(ms_url)))
         # Both start at once (the gateway needs no model to boot); readiness is checked in order.
-        ms_ready = wait_for_model(ms_url, args.model_name, children[0], args.startup_timeout, progress("model_server"))
-        gw_ready = wait_for_http_ok(f"{gw_url}/readyz", children[1], args.startup_timeout, progress("gateway"))
+        ms_ready = wait_for_model(ms_url, args.model_name, children[0], args.startup_timeout,
+                                  progress("model_server"), stop)
+        gw_ready = wait_for_http_ok(f"{gw_url}/readyz", children[1], args.startup_timeout, progress("gateway"), stop)
         print(f"\nready: model server {ms_url} ({ms_ready:.1f} s), gateway {gw_url} ({gw_ready:.1f} s)")
         print(f"  model status: {ms_url}/v1/models/{args.model_name}")
         print("  try:\n    " + "\n    ".join(sample_commands(gw_url, ms_url, args.model_name)))
@@ -148,13 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                       file=sys.stderr, flush=True)
                 code = 1
                 break
-    except StopRequested as exc:
-        print(f"\n{exc} received", flush=True)
+    except StopRequested:
+        pass  # reported below, with the signal's name
     except (ChildDied, TimeoutError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
-        stopping = True
+        if received:
+            print(f"\n{received[0]} received", flush=True)
         print("stopping...", flush=True)
         # Gateway first, so it stops taking requests before its backend goes away.
         for child in reversed(children):

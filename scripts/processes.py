@@ -217,19 +217,29 @@ def http_ok_state(response: requests.Response) -> tuple[str, bool]:
     return f"HTTP {response.status_code}", response.status_code == 200
 
 
+class StopRequested(Exception):
+    """A stop was asked for (SIGTERM, Ctrl-C, ``q``) while waiting for a server to become ready."""
+
+
 def poll_until(url: str, child: ChildProcess, timeout: float,
                state_of: Callable[[requests.Response], tuple[str, bool]],
-               on_state: Callable[[str, float], None] | None = None) -> tuple[requests.Response, float]:
+               on_state: Callable[[str, float], None] | None = None,
+               stop: threading.Event | None = None) -> tuple[requests.Response, float]:
     """GET ``url`` until ``state_of(response)`` says done; return that response and seconds since spawn.
 
     ``on_state(state, elapsed)`` is called whenever the state changes ("connecting", "LOADING",
     "HTTP 503"...). Raises ChildDied at once if ``child`` exits, TimeoutError after ``timeout`` s;
-    both quote the child's last lines, which is what explains a failed start.
+    both quote the child's last lines, which is what explains a failed start. Raises StopRequested
+    once ``stop`` is set, so a signal handler only has to set an event (raising from a handler can
+    unwind through a lock held inside subprocess or threading and leave it held).
     """
     deadline = time.monotonic() + timeout
     last_state = None
+    stop = stop or threading.Event()
     with requests.Session() as session:
         while True:
+            if stop.is_set():
+                raise StopRequested(f"stopped while waiting for {child.name}")
             if not child.alive():
                 raise ChildDied(f"{child.name} exited with code {child.popen.returncode} during start-up; "
                                 f"last lines:\n{child.tail()}")
@@ -248,16 +258,18 @@ def poll_until(url: str, child: ChildProcess, timeout: float,
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} not ready after {timeout:.0f} s (last state: {state}); "
                                    f"{child.name} last lines:\n{child.tail()}")
-            time.sleep(POLL_INTERVAL)
+            stop.wait(POLL_INTERVAL)
 
 
 def wait_for_model(url: str, model_name: str, child: ChildProcess, timeout: float = STARTUP_TIMEOUT,
-                   on_state: Callable[[str, float], None] | None = None) -> float:
+                   on_state: Callable[[str, float], None] | None = None,
+                   stop: threading.Event | None = None) -> float:
     """Poll ``GET /v1/models/<name>`` until a version is AVAILABLE; return seconds since spawn."""
-    return poll_until(f"{url}/v1/models/{model_name}", child, timeout, model_state, on_state)[1]
+    return poll_until(f"{url}/v1/models/{model_name}", child, timeout, model_state, on_state, stop)[1]
 
 
 def wait_for_http_ok(url: str, child: ChildProcess, timeout: float = STARTUP_TIMEOUT,
-                     on_state: Callable[[str, float], None] | None = None) -> float:
+                     on_state: Callable[[str, float], None] | None = None,
+                     stop: threading.Event | None = None) -> float:
     """Poll ``url`` until it answers 200; return seconds since the child was spawned."""
-    return poll_until(url, child, timeout, http_ok_state, on_state)[1]
+    return poll_until(url, child, timeout, http_ok_state, on_state, stop)[1]

@@ -119,6 +119,21 @@ def test_runs_until_sigterm_then_stops_both(tiny_model):
         run.kill()
 
 
+def test_sigterm_during_start_up_and_again_while_stopping(tiny_model):
+    # test that a stop asked for while the model is still loading unwinds the start-up wait, and that
+    # a second SIGTERM while stopping does not abort the clean stop (the handler only sets an event)
+    run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
+    try:
+        run.wait_for_line("starting gateway", READY_TIMEOUT)
+        run.popen.send_signal(signal.SIGTERM)
+        run.wait_for_line("stopping...", 10)
+        run.popen.send_signal(signal.SIGTERM)
+        check_stopped_cleanly(run)
+        assert "SIGTERM received" in run.output()
+    finally:
+        run.kill()
+
+
 def test_q_on_stdin_stops_both(tiny_model):
     run = AutoCmd(*tiny_model, [], stdin=subprocess.PIPE)
     try:
