@@ -48,7 +48,7 @@ class Plan:
     warmup: int  # untimed requests per client before the 1-client measurement
 
 
-FULL = Plan({1: 24, 4: 32, 16: 64}, {1: 8, 4: 12, 16: 24}, 40.0, (1, 4, 8, 16), 2)
+FULL = Plan({1: 24, 4: 32, 16: 96}, {1: 8, 4: 12, 16: 24}, 40.0, (1, 4, 8, 16), 2)
 QUICK = Plan({1: 5, 4: 8, 16: 16}, {1: 3, 4: 4, 16: 16}, 15.0, (1, 4), 1)
 SWEEP_REQUESTS = 96
 
