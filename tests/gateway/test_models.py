@@ -84,3 +84,15 @@ def test_one_connection_pool_per_model_server(tmp_path):
     registry = ModelRegistry(specs, GatewayConfig())
     assert sorted(registry.clients) == ["http://ms:9000", "http://other:9000"]
     assert registry.get("a").client is registry.get("b").client
+
+
+def test_defaults_name_what_the_exporter_writes():
+    # test that the gateway's default signature and input names are the exporter's: the gateway may
+    # not import the exporter at run time (its image has no TensorFlow), so the names live twice
+    from flask_server import models
+    from scripts import export_saved_model as export
+
+    assert models.DEFAULT_SIGNATURE == export.SERVING_BYTES
+    assert models.BYTES_INPUT_NAME == export.INPUT_PIXELS_BYTES
+    assert models.FLOAT_INPUT_NAME == export.INPUT_IMAGE
+    assert export.SERVING_BYTES.endswith(models.BYTES_SUFFIX)
