@@ -7,7 +7,6 @@ into ``{"error": "<message>", "request_id": "<id>"}`` with the status below, and
     +-- BadRequest                   400  bad base64, not an image, bad JSON, wrong JSON types,
     |                                     unknown top-level JSON fields, batch too big, bad top_k
     +-- ModelNotFound                404  no model of that name is configured in the gateway
-    +-- PayloadTooLarge              413  body over GATEWAY_MAX_BODY_BYTES
     +-- UnsupportedMediaType         415  a Content-Type the route cannot read
     +-- BackendError                      the model server could not give an answer
         +-- BadModelServerReply      502  non-JSON or unexpected reply, or it rejected what we sent
@@ -15,8 +14,8 @@ into ``{"error": "<message>", "request_id": "<id>"}`` with the status below, and
         +-- ModelNotAvailable        503  the model server has no AVAILABLE version of the model
         +-- ModelServerTimeout       504  no reply within GATEWAY_BACKEND_TIMEOUT
 
-Werkzeug's HTTP exceptions (404 unknown route, 405, 413 from MAX_CONTENT_LENGTH, 429 from the rate
-limiter...) go through the same handler and keep their status and headers. Anything else is a bug:
+Werkzeug's HTTP exceptions (404 unknown route, 405, 413 for a body over GATEWAY_MAX_BODY_BYTES,
+429 from the rate limiter...) go through the same handler and keep their status and headers. Anything else is a bug:
 500 with a generic message, logged with its traceback, never echoed to the client.
 """
 
@@ -68,12 +67,6 @@ class ModelNotFound(GatewayError):
     """404: the URL names a model the gateway is not configured to serve."""
 
     status = 404
-
-
-class PayloadTooLarge(GatewayError):
-    """413: the request body is larger than the gateway accepts."""
-
-    status = 413
 
 
 class UnsupportedMediaType(GatewayError):
