@@ -109,23 +109,20 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *,
     return image
 
 
-def preprocess(image: Image.Image, size: tuple[int, int], mode: str = "tf", interpolation: str = "nearest",
-               draft: bool = False) -> np.ndarray:
+def preprocess(image: Image.Image, size: tuple[int, int], mode: str = "tf",
+               interpolation: str = "nearest") -> np.ndarray:
     """Resize an RGB image to ``size`` (height, width) and scale it; returns float32 (H, W, 3).
 
     ``mode`` is a ``keras.applications`` preprocessing mode: ``tf`` (-1..1, InceptionV3),
     ``caffe`` (BGR minus ImageNet means, ResNet50/VGG), ``torch`` (0..1 then ImageNet mean/std,
-    DenseNet), or ``none`` (raw 0..255 floats). ``draft`` only has an effect on a JPEG that has not
-    been loaded yet (straight from ``Image.open``); images from ``decode_image`` are already decoded,
-    so use ``load_and_preprocess(..., draft=True)`` or ``decode_image(..., draft_size=size)`` instead.
+    DenseNet), or ``none`` (raw 0..255 floats). Draft decoding happens earlier, in ``decode_image``
+    (``load_and_preprocess(..., draft=True)``), since it must be asked for before the pixels are read.
     """
     if mode not in MODES:
         raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(MODES)}")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {', '.join(INTERPOLATIONS)}")
     height, width = size
-    if draft and getattr(image, "tile", None):
-        _apply_draft(image, size)
     if image.mode != "RGB":
         image = image.convert("RGB")
     if image.size != (width, height):
