@@ -22,7 +22,6 @@ import io
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ import pytest
 import requests
 from PIL import Image
 
+from scripts.processes import model_server_command
 from tests.support.processes import (ServerProcess, free_port, model_available, spawn, start_gateway,
                                      wait_until)
 
@@ -54,7 +54,6 @@ MAX_BATCH_SIZE = 4
 POOL_SIZE = 4
 LIMITS = {"GATEWAY_MAX_BODY_BYTES": str(MAX_BODY_BYTES), "GATEWAY_MAX_IMAGE_PIXELS": str(MAX_IMAGE_PIXELS),
           "GATEWAY_MAX_BATCH_SIZE": str(MAX_BATCH_SIZE), "GATEWAY_BACKEND_POOL_SIZE": str(POOL_SIZE)}
-MODEL_SERVER_ARGS = ("--rest_api_host=127.0.0.1", "--file_system_poll_wait_seconds=1")
 
 
 # --- images and models --------------------------------------------------------------------------
@@ -107,11 +106,8 @@ class ModelServers:
 
 
 def model_server_args(port: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "model_server", f"--rest_api_port={port}", "--port=0", *MODEL_SERVER_ARGS, *extra]
-
-
-def spawn_model_server(args: list[str], port: int) -> ServerProcess:
-    return spawn(args, port)
+    """Our model server's command line (never a real one on PATH), polling every second."""
+    return model_server_command(None, None, port, poll_wait_seconds=1, extra_args=extra, real_if_installed=False)
 
 
 def stop_all(servers: list[ServerProcess]) -> None:
@@ -162,7 +158,7 @@ def launched(tmp_path_factory) -> Iterator[ModelServers]:
         "batching": model_server_args(ports["batching"], *single, "--enable_batching",
                                       f"--batching_parameters_file={batching}"),
     }
-    servers = {key: spawn_model_server(args[key], ports[key]) for key in args}
+    servers = {key: spawn(args[key], ports[key]) for key in args}
     launched = ModelServers(root, servers["main"], servers["restartable"], servers["batching"], args)
     try:
         export_version(root / MODEL, 1, seed=1)
