@@ -12,6 +12,7 @@ Typical usage::
     python -m bench --quick --tiny       # smoke run with a tiny model (~30 s)
     python -m bench --model-base-path my_image_classifier --json bench/results.json
     python -m bench --sweep 1x4,2x4,4x4,2x8 --only-sweep   # gateway workers x threads
+    python -m bench --model-server-args="--tensorflow_intra_op_parallelism=1"  # model server flags
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dataclasses
 import json
 import os
 import resource
+import shlex
 import sys
 import tempfile
 import time
@@ -232,6 +234,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-batching", action="store_true", help="skip the + batching rows")
     parser.add_argument("--sweep", default="", help="also measure gateway configs, e.g. 1x4,2x4,4x4,2x8")
     parser.add_argument("--only-sweep", action="store_true", help="only the sweep (with the model server)")
+    parser.add_argument("--model-server-args", default="",
+                        help="more flags for every model server started (the bare process keeps TF's defaults)")
     parser.add_argument("--json", type=Path, help="also write all figures to this JSON file")
     parser.add_argument("--keep-logs", type=Path, help="write server logs here instead of a temp dir")
     return parser.parse_args(argv)
@@ -258,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         classes = json.loads((version_dir / "assets.extra" / "export_info.json").read_text()).get("classes")
         figures: dict = {"cores": os.cpu_count(), "model": f"{version_dir} ({size[0]}x{size[1]}, {classes} classes)",
                          "images": [p.name for p in image_paths()],
-                         "mode": "quick" if args.quick else "full", "rows": {}, "processes": []}
+                         "mode": "quick" if args.quick else "full", "rows": {}, "processes": [],
+                         "model_server_args": args.model_server_args}
         rows = figures["rows"]
 
         # A full run starts the processes one after another, so each cold start is measured alone; a
@@ -272,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             specs.append(("model_server_batching", True))
         for key, batching in specs:
             name = key.replace("_", " ")
-            ms = stack.enter_context(model_server(name, model_name, base_path, log_dir, batching, wait))
+            ms = stack.enter_context(model_server(name, model_name, base_path, log_dir, batching, wait,
+                                                  shlex.split(args.model_server_args)))
             gw_key = key.replace("model_server", "gateway")
             if wait:
                 try:

@@ -80,7 +80,12 @@ def cpu_table(figures: dict) -> str:
 
 def throughput_budget(figures: dict) -> str:
     """Why the 16-client throughput target is or is not reachable: the CPU per image it allows
-    against what the gateway path used, by process."""
+    against what the gateway path used, by process, and the ceiling the path's own work sets.
+
+    The ceiling assumes a model server whose TensorFlow costs exactly what the bare model costs at
+    its best batch size, and every core busy: ``cores x 1000 / (bare + gateway + client)``. When
+    even that is under the target, no tuning of the model server can meet it on this machine.
+    """
     rows = figures["rows"]
     best, cpu = rows.get("model", {}).get("best_throughput"), rows.get("gateway", {}).get("cpu") or {}
     if not best or not cpu:
@@ -88,11 +93,16 @@ def throughput_budget(figures: dict) -> str:
     cores = figures.get("cores") or os.cpu_count() or 1
     allowed = cores * 1000 / (TARGET_THROUGHPUT_RATIO * best)
     parts = cpu["ms_per_img"]
-    return (f"CPU budget: {TARGET_THROUGHPUT_RATIO} x {best:.1f} img/s on {cores} cores allows {_num(allowed)} core-ms "
+    bare_cpu = rows["model"].get("best_cpu_ms_per_img")
+    line = (f"CPU budget: {TARGET_THROUGHPUT_RATIO} x {best:.1f} img/s on {cores} cores allows {_num(allowed)} core-ms "
             f"per image; the gateway path used {cpu['total_ms_per_img']:.0f} (model server "
             f"{_num(parts.get('model server'))}, gateway {_num(parts.get('gateway'))}, client "
-            f"{_num(parts.get('client'))}); the bare model alone used "
-            f"{_num(rows['model'].get('best_cpu_ms_per_img'))} at its best batch size")
+            f"{_num(parts.get('client'))}); the bare model alone used {_num(bare_cpu)} at its best batch size")
+    if bare_cpu and parts.get("gateway") is not None and parts.get("client") is not None:
+        ceiling = cores * 1000 / (bare_cpu + parts["gateway"] + parts["client"])
+        line += (f". Ceiling: with the model server as cheap as the bare model and every core busy, the "
+                 f"gateway path could reach {ceiling:.1f} img/s = {ceiling / best:.2f}x")
+    return line
 
 
 def memory_table(figures: dict) -> str:
@@ -173,7 +183,8 @@ def batching_verdict(figures: dict) -> str:
 
 def render(figures: dict) -> str:
     """Everything the benchmark prints after the run."""
-    out = [f"# bench: {figures['model']} | images: {', '.join(figures['images'])} | {figures['mode']}", "",
+    flags = f" | model server flags: {figures['model_server_args']}" if figures.get("model_server_args") else ""
+    out = [f"# bench: {figures['model']} | images: {', '.join(figures['images'])} | {figures['mode']}{flags}", "",
            table(figures), ""]
     model = figures["rows"].get("model", {})
     if model.get("throughput_by_batch"):

@@ -64,14 +64,16 @@ class RunningServer:
 
 @contextlib.contextmanager
 def model_server(name: str, model_name: str, base_path: Path, log_dir: Path, batching: bool = False,
-                 wait: bool = True) -> Iterator[RunningServer]:
-    """Run the model server (optionally with ``--enable_batching``); with ``wait``, until AVAILABLE."""
+                 wait: bool = True, extra_args: Sequence[str] = ()) -> Iterator[RunningServer]:
+    """Run the model server (optionally with ``--enable_batching``, then ``extra_args``); with ``wait``,
+    until AVAILABLE."""
     port = free_port()
     extra: Sequence[str] = ()
     if batching:
         params = log_dir / "batching_parameters.txt"
         params.write_text(BATCHING_PARAMETERS)
         extra = ("--enable_batching", f"--batching_parameters_file={params}")
+    extra = (*extra, *extra_args)
     args = model_server_command(model_name, base_path, port, HOST, extra_args=extra)
     with _serve(name, args, port, log_dir, wait,
                 lambda url, child: wait_for_model(url, model_name, child, STARTUP_TIMEOUT)) as server:

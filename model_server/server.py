@@ -158,3 +158,6 @@ def _configure_tensorflow(config: ServerConfig) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(config.tensorflow_intra_op_parallelism)
     if config.tensorflow_inter_op_parallelism > 0:
         tf.config.threading.set_inter_op_parallelism_threads(config.tensorflow_inter_op_parallelism)
+    # Read back from TensorFlow, so the log shows what it will really use (0 = one thread per core).
+    log.info("TensorFlow threads: intra-op %d, inter-op %d", tf.config.threading.get_intra_op_parallelism_threads(),
+             tf.config.threading.get_inter_op_parallelism_threads())

@@ -15,6 +15,7 @@ Typical usage (``make run`` does this after exporting a model)::
 
     .venv/bin/python scripts/auto_cmd.py --model-base-path my_image_classifier
     .venv/bin/python scripts/auto_cmd.py --host 0.0.0.0   # reachable from other machines
+    make run MODEL_SERVER_ARGS="--enable_batching --batching_parameters_file=batching.txt"
 
 Starting, waiting for and stopping the servers, and their command lines, live in scripts/processes.py,
 shared with ``python -m bench`` and the tests, so both measure and test exactly what ``make run`` starts.
@@ -23,6 +24,8 @@ shared with ``python -m bench`` and the tests, so both measure and test exactly 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import signal
 import sys
 import threading
@@ -88,6 +91,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="seconds each server may take to become ready (%(default)s)")
     parser.add_argument("--no-input", action="store_true",
                         help="do not read the keyboard; run until SIGTERM or Ctrl-C")
+    parser.add_argument("--model-server-args", default=os.environ.get("MODEL_SERVER_ARGS", ""),
+                        help="more model server flags, one shell-quoted string, e.g. \"--enable_batching "
+                             "--tensorflow_intra_op_parallelism=1\" (default: MODEL_SERVER_ARGS)")
     return parser.parse_args(argv)
 
 
@@ -114,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ms_url = f"http://{client_host(args.host)}:{args.rest_api_port}"
     gw_url = f"http://{client_host(args.host)}:{args.gateway_port}"
-    ms_args = model_server_command(args.model_name, base_path, args.rest_api_port, args.host, args.poll_wait_seconds)
+    ms_args = model_server_command(args.model_name, base_path, args.rest_api_port, args.host, args.poll_wait_seconds,
+                                   extra_args=shlex.split(args.model_server_args))
     gw_args = gateway_command(f"{args.host}:{args.gateway_port}", args.gateway_workers)
 
     def progress(name: str) -> Callable[[str, float], None]:

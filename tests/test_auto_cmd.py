@@ -119,6 +119,24 @@ def test_runs_until_sigterm_then_stops_both(tiny_model):
         run.kill()
 
 
+def test_model_server_args_reach_the_model_server(tiny_model, tmp_path):
+    # test that flags given to auto_cmd (as `make run MODEL_SERVER_ARGS=...` does) configure the model
+    # server it starts: batching with max_batch_size 1 rejects a two-image request, one image passes
+    params = tmp_path / "batching.txt"
+    params.write_text("max_batch_size { value: 1 }\nbatch_timeout_micros { value: 0 }\n")
+    run = AutoCmd(*tiny_model, ["--no-input", "--model-server-args", f"--enable_batching --batching_parameters_file={params}"],
+                  stdin=subprocess.DEVNULL)
+    try:
+        run.wait_for_line("ready:", READY_TIMEOUT)
+        url = f"http://127.0.0.1:{run.ms_port}/v1/models/{auto_cmd.DEFAULT_MODEL_NAME}:predict"
+        image = [[[0.0] * 3] * 32] * 32
+        two = requests.post(url, json={"instances": [image, image]}, timeout=30)
+        assert two.status_code == 400 and "larger than maximum input batch size 1" in two.json()["error"], two.text
+        assert requests.post(url, json={"instances": [image]}, timeout=30).status_code == 200
+    finally:
+        run.kill()
+
+
 def test_sigterm_during_start_up_and_again_while_stopping(tiny_model):
     # test that a stop asked for while the model is still loading unwinds the start-up wait, and that
     # a second SIGTERM while stopping does not abort the clean stop (the handler only sets an event)

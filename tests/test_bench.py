@@ -22,10 +22,16 @@ SMOKE_TIMEOUT = 150
 
 
 def test_quick_run_measures_every_row_without_errors(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--tiny", "--json", str(out)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    out, logs = tmp_path / "bench.json", tmp_path / "logs"
+    threads = "--tensorflow_intra_op_parallelism=1 --tensorflow_inter_op_parallelism=2"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--tiny", "--json", str(out), "--keep-logs", str(logs),
+                           f"--model-server-args={threads}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # test that --model-server-args reaches every model server (TensorFlow reports the threads it uses)
+    for name in ("model_server", "model_server_batching"):
+        assert "TensorFlow threads: intra-op 1, inter-op 2" in (logs / f"{name}.log").read_text()
+    assert f"model server flags: {threads}" in proc.stdout
     figures = json.loads(out.read_text())
     rows = figures["rows"]
     for key in ("model", "model_server", "gateway", "tutorial", "model_server_batching", "gateway_batching"):
@@ -58,6 +64,20 @@ def test_report_marks_unmeasured_rows_and_targets():
     text = report.render(figures)
     assert "| gateway (gunicorn) | not measured: ChildDied: boom |" in text
     assert text.count("N/A ") == 5
+
+
+def test_budget_line_states_the_target_allowance_and_the_ceiling_of_the_paths_own_work():
+    figures = {"cores": 2, "rows": {
+        "model": {"best_throughput": 20.0, "best_cpu_ms_per_img": 90.0},
+        "gateway": {"cpu": {"ms_per_img": {"model server": 110.0, "gateway": 15.0, "client": 5.0},
+                            "total_ms_per_img": 130.0, "cores_busy": 1.9}}}}
+    line = report.throughput_budget(figures)
+    # 0.85 x 20 img/s on 2 cores -> 2000 / 17 = 118 core-ms per image allowed
+    assert "allows 118 core-ms per image; the gateway path used 130" in line
+    # with the model server at the bare model's 90: 2000 / (90 + 15 + 5) = 18.2 img/s = 0.91x
+    assert line.endswith("could reach 18.2 img/s = 0.91x")
+    del figures["rows"]["model"]["best_cpu_ms_per_img"]
+    assert "Ceiling" not in report.throughput_budget(figures)
 
 
 def test_cpu_seconds_counts_this_process_and_ignores_missing_pids():
