@@ -9,6 +9,7 @@ KERAS_MODEL := scripts/inception.keras
 .PHONY: run test test-fast bench loadtest model export system-deps venv clean
 
 # Both servers up on 127.0.0.1 (model server :9000, gateway :5000), ready for a sample request.
+# MODEL_SERVER_ARGS="--enable_batching ..." adds model server flags (scripts/auto_cmd.py reads it).
 run: venv model
 	$(PY) scripts/auto_cmd.py --model-base-path $(MODEL_BASE_PATH)
 
