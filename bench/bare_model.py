@@ -6,6 +6,7 @@ at the same moments as the server rows (the machine is shared and noisy)::
 
     {"latency": 30}                  -> {"p50_ms", "p99_ms", "n"}      batch-1 calls, one at a time
     {"throughput": [4, 48]}          -> {"batch", "images", "img_per_s", "cpu_ms_per_img"}
+    {"concurrent": [2, 1, 48]}       -> the same, from 2 threads calling batch 1 at once
 
 ``cpu_ms_per_img`` is this process's CPU time (all TensorFlow threads) per image during the run:
 what the model alone costs the machine, to compare with the servers' CPU per image.
@@ -14,6 +15,9 @@ It loads the SavedModel with ``tf.saved_model.load`` and calls signature ``servi
 already preprocessed batch (random values in [-1, 1]: speed does not depend on pixel values). Its
 memory is read by the benchmark from /proc like the servers'; this process holds only the model,
 so it is the baseline a model server's RSS is compared with.
+
+``--intra-op`` / ``--inter-op`` set TensorFlow's thread pools (0 = TensorFlow's default, one thread
+per core), as the model server's ``--tensorflow_intra_op_parallelism`` flags do (bench/threads.py).
 
 Typical usage (by hand)::
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,16 +44,26 @@ WARMUP_CALLS = 3
 class BareModel:
     """One SavedModel signature and ready-made random inputs of each batch size."""
 
-    def __init__(self, version_dir: Path) -> None:
+    def __init__(self, version_dir: Path, intra_op: int = 0, inter_op: int = 0) -> None:
         import numpy as np
         import tensorflow as tf
 
+        # Before anything runs: TensorFlow fixes its thread pools at the first operation.
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
         self._tf, self._rng = tf, np.random.default_rng(0)
         self.predict = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
         self.height, self.width = self.predict.structured_input_signature[1][INPUT].shape[1:3]
         self._inputs: dict[int, object] = {}
         for _ in range(WARMUP_CALLS):
             self.run(1)
+
+    def thread_pools(self) -> list[int]:
+        """[intra-op, inter-op] threads as TensorFlow reports them (0 = its default, one per core)."""
+        threading_config = self._tf.config.threading
+        return [threading_config.get_intra_op_parallelism_threads(), threading_config.get_inter_op_parallelism_threads()]
 
     def run(self, batch: int):
         """One call at ``batch`` images; returns the probabilities as numpy."""
@@ -69,28 +84,43 @@ class BareModel:
             raise RuntimeError(f"expected one softmax row, got shape {out.shape} sum {out.sum()}")
         return {"n": calls, "p50_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99)}
 
-    def throughput(self, batch: int, images: int) -> dict:
-        """Images per second calling at ``batch`` until at least ``images`` images are done."""
-        self.run(batch)
-        calls = max(1, -(-images // batch))
+    def throughput(self, batch: int, images: int, callers: int = 1) -> dict:
+        """Images per second with ``callers`` threads each calling at ``batch`` (at once) until at
+        least ``images`` images are done in all."""
+        self.run(batch)  # creates the input outside the threads
+        calls = max(1, -(-images // (batch * callers)))
+
+        def call_repeatedly() -> None:
+            for _ in range(calls):
+                self.run(batch)
+
+        threads = [threading.Thread(target=call_repeatedly) for _ in range(callers)]
         t0, cpu0 = time.perf_counter(), time.process_time()
-        for _ in range(calls):
-            self.run(batch)
-        done = calls * batch
-        return {"batch": batch, "images": done, "img_per_s": done / (time.perf_counter() - t0),
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done = calls * batch * callers
+        return {"batch": batch, "callers": callers, "images": done, "img_per_s": done / (time.perf_counter() - t0),
                 "cpu_ms_per_img": 1000 * (time.process_time() - cpu0) / done}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--version-dir", type=Path, required=True)
+    parser.add_argument("--intra-op", type=int, default=0, help="intra-op threads (0 = TensorFlow's default)")
+    parser.add_argument("--inter-op", type=int, default=0, help="inter-op threads (0 = TensorFlow's default)")
     args = parser.parse_args(argv)
-    model = BareModel(args.version_dir)
-    print(json.dumps({"ready": True, "input_size": [model.height, model.width]}), flush=True)
+    model = BareModel(args.version_dir, args.intra_op, args.inter_op)
+    threads = model.thread_pools()
+    print(json.dumps({"ready": True, "input_size": [model.height, model.width], "threads": threads}), flush=True)
     for line in sys.stdin:
         command = json.loads(line)
         if "latency" in command:
             answer = model.latency(int(command["latency"]))
+        elif "concurrent" in command:
+            callers, batch, images = map(int, command["concurrent"])
+            answer = model.throughput(batch, images, callers)
         else:
             answer = model.throughput(*map(int, command["throughput"]))
         print(json.dumps(answer), flush=True)

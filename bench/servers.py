@@ -116,17 +116,20 @@ def _serve(name: str, args: Sequence[str], port: int, log_dir: Path, wait: bool,
 class BareProcess:
     """``python -m bench.bare_model`` as a child: send a command, get its JSON answer."""
 
-    def __init__(self, version_dir: Path) -> None:
+    def __init__(self, version_dir: Path, extra_args: Sequence[str] = ()) -> None:
         self._started = time.monotonic()
-        self.popen = subprocess.Popen([sys.executable, "-m", "bench.bare_model", "--version-dir", str(version_dir)],
+        self.popen = subprocess.Popen([sys.executable, "-m", "bench.bare_model", "--version-dir", str(version_dir),
+                                       *extra_args],
                                       cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL, text=True, start_new_session=True)
         self.cold_start_s: float | None = None
+        self.ready_info: dict = {}
 
     def wait_ready(self) -> BareProcess:
-        """Block until the model is loaded and warmed up (its ``{"ready": true}`` line)."""
+        """Block until the model is loaded and warmed up (its ``{"ready": true, ...}`` line, kept in
+        ``ready_info``)."""
         if self.cold_start_s is None:
-            self.ask_line()
+            self.ready_info = self.ask_line()
             self.cold_start_s = time.monotonic() - self._started
         return self
 
@@ -154,9 +157,9 @@ class BareProcess:
 
 
 @contextlib.contextmanager
-def bare_process(version_dir: Path, wait: bool = True) -> Iterator[BareProcess]:
-    """The bare model process for the benchmark's duration."""
-    bare = BareProcess(version_dir)
+def bare_process(version_dir: Path, wait: bool = True, extra_args: Sequence[str] = ()) -> Iterator[BareProcess]:
+    """The bare model process for the benchmark's duration (``extra_args``: bench.bare_model's flags)."""
+    bare = BareProcess(version_dir, extra_args)
     try:
         yield bare.wait_ready() if wait else bare
     finally:

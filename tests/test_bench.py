@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 
-from bench import report
+import pytest
+
+from bench import report, threads
 from bench.procinfo import cpu_seconds
 from bench.stats import percentile
 from tests.support.processes import REPO_ROOT
@@ -78,6 +80,26 @@ def test_budget_line_states_the_target_allowance_and_the_ceiling_of_the_paths_ow
     assert line.endswith("could reach 18.2 img/s = 0.91x")
     del figures["rows"]["model"]["best_cpu_ms_per_img"]
     assert "Ceiling" not in report.throughput_budget(figures)
+
+
+def test_threads_measures_each_setting_in_its_own_process():
+    proc = subprocess.run([sys.executable, "-m", "bench.threads", "--tiny", "--images", "8", "--latency-calls", "4",
+                           "--settings", "0x0,1x2", "--callers", "1,2", "--batches", "1"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| 0x0 |", "| 1x2 |"))]
+    assert len(rows) == 2, proc.stdout
+    for row in rows:
+        # p50, then "img/s, core-ms/img" for 1 and 2 callers: every figure measured, none zero
+        cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+        figures = [float(cell.split(",")[0]) for cell in cells]
+        assert len(figures) == 3 and all(value > 0 for value in figures), row
+
+
+def test_thread_settings_parse_and_reject_negative_counts():
+    assert threads.parse_setting("1x2") == (1, 2) and threads.parse_setting("0X0") == (0, 0)
+    with pytest.raises(ValueError):
+        threads.parse_setting("-1x2")
 
 
 def test_cpu_seconds_counts_this_process_and_ignores_missing_pids():
