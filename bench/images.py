@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flask_server.preprocess import load_and_preprocess
+from flask_server.preprocess import load_and_preprocess, load_pixels
 from scripts.processes import REPO_ROOT
 
 IMAGE_NAMES = ("retina.jpg", "astronaut.png")
@@ -31,11 +31,12 @@ def image_paths() -> list[Path]:
 
 
 def preprocess(data: bytes, size: tuple[int, int]) -> np.ndarray:
-    """The gateway's own preprocessing (Keras-identical: nearest resize, ``tf`` scaling to [-1, 1]).
+    """The gateway's own preprocessing for ``serving_uint8``: decode + Keras' nearest resize, uint8
+    (the model scales in its graph).
 
     This is the client's work in the "model server" row: exactly what the gateway does on its side.
     """
-    return load_and_preprocess(data, size, "tf", "nearest")
+    return load_pixels(data, size, "nearest")
 
 
 def preprocess_tutorial(data: bytes, size: tuple[int, int]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """One request function per benchmarked path, each checking its response.
 
-* ``model_server_send``: client preprocessing + ``serving_bytes`` with ``{"b64": raw float32}``
+* ``model_server_send``: client decode + resize, then ``serving_uint8`` with ``{"b64": raw uint8}``
   (orjson), the fastest documented way to call the model server directly.
 * ``gateway_send``: base64 of the encoded image file in ``{"b64": ...}``; the gateway does the rest.
 * ``tutorial_send``: the tutorial's way: nearest resize, / 255, ``tolist()`` and standard-library
@@ -66,12 +66,12 @@ def check_top_k(body: object) -> None:
 
 def model_server_send(url: str, model_name: str, images: Sequence[bytes], size: tuple[int, int],
                       classes: int | None = None) -> Send:
-    """Preprocess on the client, then ``serving_bytes`` predict with raw float32 as base64."""
+    """Decode and resize on the client, then ``serving_uint8`` predict with raw uint8 as base64."""
     predict_url = f"{url}/v1/models/{model_name}:predict"
 
     def send(session: requests.Session, i: int) -> None:
         pixels = preprocess(images[i % len(images)], size)
-        payload = {"signature_name": "serving_bytes",
+        payload = {"signature_name": "serving_uint8",
                    "instances": [{"pixels_bytes": {"b64": base64.b64encode(pixels.tobytes()).decode()}}]}
         response = session.post(predict_url, data=orjson.dumps(payload), headers=JSON_HEADERS, timeout=TIMEOUT)
         _check_status(response)

@@ -8,7 +8,7 @@ import os
 # (label, row key) in table order; rows missing from the figures are skipped.
 ROWS = (
     ("model (in-process, batch N)", "model"),
-    ("model server (serving_bytes)", "model_server"),
+    ("model server (serving_uint8)", "model_server"),
     ("gateway (gunicorn)", "gateway"),
     ("tutorial (float JSON)", "tutorial"),
     ("model server + batching", "model_server_batching"),

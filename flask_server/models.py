@@ -22,28 +22,31 @@ from typing import Any
 import numpy as np
 from flask import Flask, current_app
 
-from flask_server.backend import AVAILABLE, EncodedBatch, ModelServerClient, VersionTracker, encode_batch
+from flask_server.backend import (AVAILABLE, INPUT_FORMATS, JSON_FLOATS, RAW_FLOAT32_B64, RAW_UINT8_B64, EncodedBatch,
+                                  ModelServerClient, VersionTracker, encode_batch)
 from flask_server.config import ConfigError, GatewayConfig
 from flask_server.errors import BadModelServerReply, BadRequest, BackendError, ModelNotFound
 from flask_server.metrics import backend_timer
 from flask_server.labels import IMAGENET, Label, LabelsError, load_labels, top_k
-from flask_server.preprocess import INTERPOLATIONS, MODES
+from flask_server.preprocess import INTERPOLATIONS, MODES, load_pixels, scale
 
 DEFAULT_ROUTE = "imageclassifier"
 DEFAULT_MODEL_NAME = "ImageClassifier"
-DEFAULT_SIGNATURE = "serving_bytes"
+DEFAULT_SIGNATURE = "serving_uint8"
 DEFAULT_INPUT_SIZE = (299, 299)
 DEFAULT_PREPROCESSING = "tf"
 DEFAULT_INTERPOLATION = "nearest"
 DEFAULT_TOP_K = 5
-# Input formats: raw float32 bytes in {"b64": ...} (the fast path, for *_bytes signatures) or float JSON.
-RAW_FLOAT32_B64 = "raw_float32_b64"
-JSON_FLOATS = "json"
-INPUT_FORMATS = (RAW_FLOAT32_B64, JSON_FLOATS)
-# Signatures whose name ends in this take raw bytes; it picks input_format/input_name defaults.
-BYTES_SUFFIX = "_bytes"
 BYTES_INPUT_NAME = "pixels_bytes"
 FLOAT_INPUT_NAME = "image"
+# The exporter's signatures (scripts/export_saved_model.py) -> (input_format, input_name) defaults.
+KNOWN_SIGNATURES = {
+    "serving_uint8": (RAW_UINT8_B64, BYTES_INPUT_NAME),
+    "serving_bytes": (RAW_FLOAT32_B64, BYTES_INPUT_NAME),
+    "serving_default": (JSON_FLOATS, FLOAT_INPUT_NAME),
+}
+# Other signatures whose name ends in this take raw float32 bytes; the rest take float JSON.
+BYTES_SUFFIX = "_bytes"
 UNTRAINED_WARNING = "model has untrained weights: predictions are meaningless"
 UNAVAILABLE = "UNAVAILABLE"
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -64,7 +67,7 @@ class ModelSpec:
     version_label: str | None = None
     signature: str = DEFAULT_SIGNATURE
     input_name: str = BYTES_INPUT_NAME
-    input_format: str = RAW_FLOAT32_B64
+    input_format: str = RAW_UINT8_B64
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
     preprocessing: str = DEFAULT_PREPROCESSING
     interpolation: str = DEFAULT_INTERPOLATION
@@ -129,9 +132,9 @@ def spec_from_table(route: str, table: Any, source: Path, default_url: str) -> M
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
     values = dict(table)
-    bytes_signature = values.get("signature", DEFAULT_SIGNATURE).endswith(BYTES_SUFFIX)
-    values.setdefault("input_format", RAW_FLOAT32_B64 if bytes_signature else JSON_FLOATS)
-    values.setdefault("input_name", BYTES_INPUT_NAME if bytes_signature else FLOAT_INPUT_NAME)
+    input_format, input_name = signature_defaults(values.get("signature", DEFAULT_SIGNATURE))
+    values.setdefault("input_format", input_format)
+    values.setdefault("input_name", input_name)
     values.setdefault("model_server_url", default_url)
     if "input_size" in values:
         values["input_size"] = tuple(values["input_size"])
@@ -144,6 +147,15 @@ def spec_from_table(route: str, table: Any, source: Path, default_url: str) -> M
         key, message = problem
         raise ConfigError(f"{where}.{key}: {message}")
     return spec
+
+
+def signature_defaults(signature: str) -> tuple[str, str]:
+    """(input_format, input_name) a signature takes unless the config says otherwise."""
+    if signature in KNOWN_SIGNATURES:
+        return KNOWN_SIGNATURES[signature]
+    if signature.endswith(BYTES_SUFFIX):
+        return RAW_FLOAT32_B64, BYTES_INPUT_NAME
+    return JSON_FLOATS, FLOAT_INPUT_NAME
 
 
 def _check_spec(spec: ModelSpec) -> tuple[str, str] | None:
@@ -195,8 +207,15 @@ class ServedModel:
     def classes(self) -> int:
         return len(self.labels)
 
+    def load_image(self, data: bytes, max_pixels: int) -> np.ndarray:
+        """Image file bytes -> this model's (H, W, 3) input: uint8 pixels when its signature scales
+        them in the graph (``raw_uint8_b64``), else float32 scaled here. Raises ImageDecodeError."""
+        spec = self.spec
+        pixels = load_pixels(data, spec.input_size, spec.interpolation, max_pixels, spec.jpeg_draft)
+        return pixels if spec.input_format == RAW_UINT8_B64 else scale(pixels, spec.preprocessing)
+
     def encode(self, batch: np.ndarray) -> EncodedBatch:
-        """The model server request body for ``batch`` (N, H, W, 3) float32, in this model's input format."""
+        """The model server request body for ``batch`` (N, H, W, 3) of ``load_image`` arrays."""
         return encode_batch(self.spec, batch)
 
     def predict(self, batch: np.ndarray | EncodedBatch, request_id: str | None) -> Prediction:
@@ -207,7 +226,7 @@ class ServedModel:
         encoded = batch if isinstance(batch, EncodedBatch) else self.encode(batch)
 
         def call(version: int) -> np.ndarray:
-            self._check_input_size(version)
+            self._check_export(version)
             return self.client.predict_encoded(self.spec, encoded, version, request_id)
 
         with backend_timer(self.spec.route):
@@ -243,15 +262,24 @@ class ServedModel:
             logger.warning("model %s version %s: no export_info (%s)", self.spec.route, version, exc.log_message)
             return {}
 
-    def _check_input_size(self, version: int) -> None:
-        """BadModelServerReply (502) naming the config key when the model takes another image size;
-        otherwise the model server's own error would be an opaque reshape failure."""
-        expected = self.export_info(version).get("input_size")
+    def _check_export(self, version: int) -> None:
+        """BadModelServerReply (502) naming the config key when the version's export_info shows it
+        cannot take this route's requests; otherwise the model server's own error would be an opaque
+        reshape or lookup failure."""
+        info = self.export_info(version)
+        route, name = self.spec.route, self.spec.model_name
+        signatures = info.get("signatures")
+        if isinstance(signatures, dict) and signatures and self.spec.signature not in signatures:
+            raise BadModelServerReply(
+                f"model {name!r} version {version} has no signature {self.spec.signature!r} (it has "
+                f"{', '.join(sorted(signatures))}); export it again with scripts/export_saved_model.py "
+                f"or set models.{route}.signature in MODELS_CONFIG")
+        expected = info.get("input_size")
         if expected and tuple(expected) != tuple(self.spec.input_size):
             raise BadModelServerReply(
-                f"model {self.spec.model_name!r} version {version} takes {expected[0]}x{expected[1]} images "
+                f"model {name!r} version {version} takes {expected[0]}x{expected[1]} images "
                 f"but the gateway is configured for {self.spec.input_size[0]}x{self.spec.input_size[1]} "
-                f"(models.{self.spec.route}.input_size in MODELS_CONFIG)")
+                f"(models.{route}.input_size in MODELS_CONFIG)")
 
     def status(self) -> dict[str, Any]:
         """``{"model", "model_name", "state", "model_version"[, "warning"]}``; never raises for

@@ -109,17 +109,11 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *,
     return image
 
 
-def preprocess(image: Image.Image, size: tuple[int, int], mode: str = "tf",
-               interpolation: str = "nearest") -> np.ndarray:
-    """Resize an RGB image to ``size`` (height, width) and scale it; returns float32 (H, W, 3).
+def resize(image: Image.Image, size: tuple[int, int], interpolation: str = "nearest") -> np.ndarray:
+    """Resize an RGB image to ``size`` (height, width) as Keras' ``load_img`` does; uint8 (H, W, 3).
 
-    ``mode`` is a ``keras.applications`` preprocessing mode: ``tf`` (-1..1, InceptionV3),
-    ``caffe`` (BGR minus ImageNet means, ResNet50/VGG), ``torch`` (0..1 then ImageNet mean/std,
-    DenseNet), or ``none`` (raw 0..255 floats). Draft decoding happens earlier, in ``decode_image``
-    (``load_and_preprocess(..., draft=True)``), since it must be asked for before the pixels are read.
+    These are the pixels the ``serving_uint8`` signature takes: the model scales them in its graph.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(MODES)}")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {', '.join(INTERPOLATIONS)}")
     height, width = size
@@ -127,8 +121,19 @@ def preprocess(image: Image.Image, size: tuple[int, int], mode: str = "tf",
         image = image.convert("RGB")
     if image.size != (width, height):
         image = image.resize((width, height), INTERPOLATIONS[interpolation])
+    return np.asarray(image)
+
+
+def scale(pixels: np.ndarray, mode: str = "tf") -> np.ndarray:
+    """``keras.applications`` ``preprocess_input`` for uint8 (..., H, W, 3) RGB pixels; float32 out.
+
+    ``mode``: ``tf`` (-1..1, InceptionV3), ``caffe`` (BGR minus ImageNet means, ResNet50/VGG),
+    ``torch`` (0..1 then ImageNet mean/std, DenseNet), or ``none`` (raw 0..255 floats).
+    The exporter's ``serving_uint8`` signature does the same float32 operations in the same order.
+    """
+    _check_mode(mode)
     # The uint8 -> float32 cast is the one copy; everything after is in place, as in Keras.
-    x = np.asarray(image, dtype=np.float32)
+    x = pixels.astype(np.float32)
     if mode == "tf":
         x /= 127.5
         x -= 1.0
@@ -143,14 +148,40 @@ def preprocess(image: Image.Image, size: tuple[int, int], mode: str = "tf",
     return x
 
 
+def preprocess(image: Image.Image, size: tuple[int, int], mode: str = "tf",
+               interpolation: str = "nearest") -> np.ndarray:
+    """``resize`` + ``scale``: an RGB image -> the float32 (H, W, 3) input Keras would feed the model.
+
+    Draft decoding happens earlier, in ``decode_image`` (``load_and_preprocess(..., draft=True)``),
+    since it must be asked for before the pixels are read.
+    """
+    _check_mode(mode)  # before any work: a bad mode is the caller's bug
+    return scale(resize(image, size, interpolation), mode)
+
+
+def load_pixels(data: bytes, size: tuple[int, int], interpolation: str = "nearest",
+                max_pixels: int = DEFAULT_MAX_PIXELS, draft: bool = False) -> np.ndarray:
+    """``decode_image`` + ``resize``: image file bytes -> uint8 (H, W, 3), not yet scaled.
+
+    Raises ImageDecodeError / ImageTooLargeError for bad input, ValueError for a bad interpolation.
+    """
+    image = decode_image(data, max_pixels, draft_size=size if draft else None)
+    return resize(image, size, interpolation)
+
+
 def load_and_preprocess(data: bytes, size: tuple[int, int], mode: str = "tf", interpolation: str = "nearest",
                         max_pixels: int = DEFAULT_MAX_PIXELS, draft: bool = False) -> np.ndarray:
-    """``decode_image`` + ``preprocess``: image file bytes -> float32 (H, W, 3) model input.
+    """``load_pixels`` + ``scale``: image file bytes -> float32 (H, W, 3) model input.
 
     Raises ImageDecodeError / ImageTooLargeError for bad input, ValueError for a bad mode.
     """
-    image = decode_image(data, max_pixels, draft_size=size if draft else None)
-    return preprocess(image, size, mode, interpolation)
+    _check_mode(mode)
+    return scale(load_pixels(data, size, interpolation, max_pixels, draft), mode)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(MODES)}")
 
 
 def _open(data: bytes) -> Image.Image:

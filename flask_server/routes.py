@@ -15,7 +15,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from flask_server.errors import BadRequest
 from flask_server.models import AVAILABLE, DEFAULT_ROUTE, Prediction, ServedModel, get_model, get_registry
-from flask_server.preprocess import ImageDecodeError, load_and_preprocess
+from flask_server.preprocess import ImageDecodeError
 from flask_server.request_id import get_request_id
 from flask_server.request_parsing import images_from_request, parse_top_k
 
@@ -92,7 +92,7 @@ def chosen_model(route: str) -> ServedModel:
 
 def classify(model: ServedModel, images: list[bytes]) -> Prediction:
     """Preprocess ``images`` here, run them on the model server, record the version on ``g``."""
-    # Encoded in its own statement so the float32 batch is freed before the wait on the model server.
+    # Encoded in its own statement so the pixel batch is freed before the wait on the model server.
     encoded = model.encode(preprocess_images(model, images))
     prediction = model.predict(encoded, get_request_id())
     g.model_version = prediction.version
@@ -100,8 +100,7 @@ def classify(model: ServedModel, images: list[bytes]) -> Prediction:
 
 
 def preprocess_images(model: ServedModel, images: list[bytes]) -> np.ndarray:
-    """Decode and preprocess each image for ``model`` into one (N, H, W, 3) float32 batch."""
-    spec = model.spec
+    """Decode and preprocess each image for ``model`` into one (N, H, W, 3) batch (``load_image``)."""
     registry = get_registry()
     max_pixels = registry.config.max_image_pixels
     arrays = []
@@ -109,8 +108,7 @@ def preprocess_images(model: ServedModel, images: list[bytes]) -> np.ndarray:
         try:
             # One slot per image, not per request, so a batch does not hold up single images.
             with registry.decode_slots:
-                arrays.append(load_and_preprocess(data, spec.input_size, spec.preprocessing, spec.interpolation,
-                                                  max_pixels, spec.jpeg_draft))
+                arrays.append(model.load_image(data, max_pixels))
         except ImageDecodeError as exc:
             where = f"instances[{i}]: " if len(images) > 1 else ""
             raise BadRequest(f"{where}{exc}") from exc

@@ -8,9 +8,14 @@ Signatures (stable names, documented in the README):
 
 * ``serving_default``: input ``image`` float32 ``[batch, H, W, 3]``, already preprocessed;
   output ``probabilities`` float32 ``[batch, classes]``.
+* ``serving_uint8``: input ``pixels_bytes`` string ``[batch]``, each element the raw uint8 bytes of
+  one resized, *unscaled* ``H x W x 3`` RGB image (send as ``{"b64": ...}``); the graph applies the
+  preprocessing mode recorded at export, with the same float32 operations as
+  ``flask_server.preprocess.scale`` (so the model sees what Keras would feed it); same output.
+  This is the gateway's fast path: 357 KB of base64 per 299x299 image, against 1.4 MB for
+  ``serving_bytes`` and 5.8 MB of float JSON.
 * ``serving_bytes``: input ``pixels_bytes`` string ``[batch]``, each element the raw little-endian
   float32 bytes of one preprocessed ``H x W x 3`` image (send as ``{"b64": ...}``); same output.
-  This is the gateway's fast path: 1.4 MB of base64 instead of 5.8 MB of float JSON per image.
 
 ``assets.extra/export_info.json`` records where the weights came from (``imagenet``, a file, or
 ``untrained``), the input size and the preprocessing mode, so both servers can report them.
@@ -33,12 +38,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flask_server.preprocess import CAFFE_MEAN_BGR, MODES, TORCH_MEAN, TORCH_STD
+
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
+SERVING_UINT8 = "serving_uint8"
 INPUT_IMAGE = "image"
 INPUT_PIXELS_BYTES = "pixels_bytes"
 OUTPUT_PROBABILITIES = "probabilities"
 EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
+DEFAULT_PREPROCESSING = "tf"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "inception.keras"
 DEFAULT_BASE_PATH = Path(__file__).resolve().parents[1] / "my_image_classifier"
 
@@ -64,9 +73,15 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
                        info: dict | None = None, log: Callable[[str], None] = print) -> Path:
     """Write ``model`` as ``base_path/<version>/`` with the signatures above and return that path.
 
-    Raises ExportError if the version exists and ``force`` is false.
+    ``info["preprocessing"]`` (default ``tf``) is the mode ``serving_uint8`` applies in the graph.
+    Raises ExportError if the version exists and ``force`` is false, or for an unknown mode.
     """
     import tensorflow as tf  # imported here so --help and errors stay fast
+
+    info = {"preprocessing": DEFAULT_PREPROCESSING, **(info or {})}
+    mode = info["preprocessing"]
+    if mode not in MODES:
+        raise ExportError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(MODES)}")
 
     base_path = Path(base_path).resolve()
     base_path.mkdir(parents=True, exist_ok=True)
@@ -95,8 +110,15 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
         image = tf.reshape(pixels, [-1, height, width, channels])
         return {OUTPUT_PROBABILITIES: module.model(image, training=False)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_PIXELS_BYTES)])
+    def serving_uint8(pixels_bytes):
+        pixels = tf.reshape(tf.io.decode_raw(pixels_bytes, tf.uint8), [-1, height, width, channels])
+        return {OUTPUT_PROBABILITIES: module.model(scale_in_graph(tf, pixels, mode), training=False)}
+
     module.serving_default = serving_default
     module.serving_bytes = serving_bytes
+    module.serving_uint8 = serving_uint8
+    signatures = {SERVING_DEFAULT: serving_default, SERVING_BYTES: serving_bytes, SERVING_UINT8: serving_uint8}
     export_info = {
         "input_size": [height, width],
         "channels": channels,
@@ -106,18 +128,20 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
             SERVING_DEFAULT: {"inputs": {INPUT_IMAGE: "float32[batch,H,W,C]"}, "outputs": [OUTPUT_PROBABILITIES]},
             SERVING_BYTES: {"inputs": {INPUT_PIXELS_BYTES: "string[batch] of float32 HWC bytes"},
                             "outputs": [OUTPUT_PROBABILITIES]},
+            SERVING_UINT8: {"inputs": {INPUT_PIXELS_BYTES: f"string[batch] of uint8 HWC bytes, scaled in the "
+                                                           f"graph ({mode})"},
+                            "outputs": [OUTPUT_PROBABILITIES]},
         },
-        **(info or {}),
+        **info,
     }
 
     # Hidden and non-numeric, so pollers skip it; on the same filesystem, so the rename is atomic.
     staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=base_path))
     os.chmod(staging, 0o755)
     try:
-        log(f"[1/3] tracing signatures {SERVING_DEFAULT}, {SERVING_BYTES} for input {height}x{width}x{channels}")
+        log(f"[1/3] tracing signatures {', '.join(signatures)} for input {height}x{width}x{channels}")
         started = time.monotonic()
-        tf.saved_model.save(module, str(staging),
-                            signatures={SERVING_DEFAULT: serving_default, SERVING_BYTES: serving_bytes})
+        tf.saved_model.save(module, str(staging), signatures=signatures)
         (staging / EXPORT_INFO_PATH).parent.mkdir(parents=True, exist_ok=True)
         (staging / EXPORT_INFO_PATH).write_text(json.dumps(export_info, indent=2) + "\n")
         log(f"[2/3] saved in {time.monotonic() - started:.1f} s, {_size_mb(staging):.1f} MB")
@@ -134,7 +158,7 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if (info or {}).get("weights") == "untrained":
+    if info.get("weights") == "untrained":
         log(_UNTRAINED_WARNING)
     return target
 
@@ -145,6 +169,23 @@ _UNTRAINED_WARNING = (
     "!! Download ImageNet weights (needs internet) or pass a local weights file to\n"
     "!! scripts/download_inceptionv3_model.py, then export again.\n" + "!" * 78 + "\n"
 )
+
+
+def scale_in_graph(tf: Any, pixels: Any, mode: str) -> Any:
+    """``flask_server.preprocess.scale`` as TensorFlow ops: uint8 RGB -> float32 in ``mode``.
+
+    The same float32 operations in the same order as the numpy version (and Keras'
+    ``preprocess_input``), so ``serving_uint8`` feeds the model what ``serving_bytes`` would be
+    sent by the gateway; tests/test_export.py checks that they are equal.
+    """
+    x = tf.cast(pixels, tf.float32)
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        return (x / 255.0 - tf.constant(TORCH_MEAN, tf.float32)) / tf.constant(TORCH_STD, tf.float32)
+    if mode == "caffe":
+        return tf.reverse(x, axis=[-1]) - tf.constant(CAFFE_MEAN_BGR, tf.float32)
+    return x
 
 
 def _size_mb(path: Path) -> float:
@@ -164,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="model directory the model server polls (default: my_image_classifier/)")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing version")
-    parser.add_argument("--preprocessing", default="tf", choices=["tf", "caffe", "torch"],
-                        help="preprocessing mode the model expects (recorded for clients)")
+    parser.add_argument("--preprocessing", default=DEFAULT_PREPROCESSING, choices=MODES,
+                        help="keras.applications preprocessing mode the model expects: recorded, and "
+                             "applied in the graph by serving_uint8 (default tf)")
     args = parser.parse_args(argv)
     if not args.model.exists():
         print(f"error: {args.model} not found; run scripts/download_inceptionv3_model.py first", file=sys.stderr)

@@ -5,8 +5,9 @@ or by Google's ``tensorflow_model_server``. The image is preprocessed exactly as
 it (``flask_server.preprocess``: 299x299, ``tf`` scaling) and sent through the gateway's own
 client code (``flask_server.models.ServedModel``), so this script and the gateway cannot disagree:
 
-* ``--signature serving_bytes`` (default): ``{"signature_name": "serving_bytes", "instances":
-  [{"pixels_bytes": {"b64": <float32 HWC bytes>}}]}``, 1.4 MB of base64 per image;
+* ``--signature serving_uint8`` (default): ``{"signature_name": "serving_uint8", "instances":
+  [{"pixels_bytes": {"b64": <uint8 HWC bytes>}}]}``, 357 KB of base64 per image, scaled in the graph;
+* ``--signature serving_bytes``: the same with the float32 bytes of the scaled image, 1.4 MB;
 * ``--signature serving_default``: ``{"instances": [{"image": [[[r, g, b], ...]]}]}``, float JSON.
 
 Prints ``[["n04285008", "sports_car", 0.998414], ...]`` (wnid, label, score rounded to 6 decimals),
@@ -28,8 +29,8 @@ from pathlib import Path
 
 DEFAULT_URL = "http://127.0.0.1:9000"
 DEFAULT_MODEL = "ImageClassifier"
-DEFAULT_SIGNATURE = "serving_bytes"
-SIGNATURES = ("serving_bytes", "serving_default")
+DEFAULT_SIGNATURE = "serving_uint8"
+SIGNATURES = ("serving_uint8", "serving_bytes", "serving_default")
 TOP_K = 5
 SCORE_DECIMALS = 6
 CONNECT_TIMEOUT = 2.0
@@ -42,12 +43,12 @@ def classify(image_path: Path, url: str, model: str, signature: str, top: int = 
     from flask_server.backend import ModelServerClient
     from flask_server.labels import load_labels
     from flask_server.models import ServedModel, spec_from_table
-    from flask_server.preprocess import load_and_preprocess
+    from flask_server.preprocess import DEFAULT_MAX_PIXELS
 
-    # The gateway's own defaults: a *_bytes signature means raw float32 b64 input, else float JSON.
+    # The gateway's own defaults: each signature's input format (models.signature_defaults).
     spec = spec_from_table("cli", {"model_name": model, "signature": signature}, Path("command line"), url)
-    pixels = load_and_preprocess(image_path.read_bytes(), spec.input_size, spec.preprocessing, spec.interpolation)
     served = ServedModel(spec, load_labels(spec.labels), ModelServerClient(url, (CONNECT_TIMEOUT, READ_TIMEOUT)))
+    pixels = served.load_image(image_path.read_bytes(), DEFAULT_MAX_PIXELS)
     prediction = served.predict(pixels[None], request_id=None)
     rows = [[row["wnid"], row["label"], round(row["score"], SCORE_DECIMALS)]
             for row in served.top_k(prediction.probabilities[0], top)]

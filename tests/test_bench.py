@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from bench import report, threads
+from bench import report, threads, wire
 from bench.procinfo import cpu_seconds
 from bench.stats import percentile
 from tests.support.processes import REPO_ROOT
@@ -100,6 +100,22 @@ def test_thread_settings_parse_and_reject_negative_counts():
     assert threads.parse_setting("1x2") == (1, 2) and threads.parse_setting("0X0") == (0, 0)
     with pytest.raises(ValueError):
         threads.parse_setting("-1x2")
+
+
+def test_wire_measures_each_signature_with_the_projects_code(capsys):
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    results = wire.measure(pixels, rounds=3)
+    assert list(results) == ["serving_uint8", "serving_bytes", "serving_default"]
+    # Same envelope (both signature names have 13 letters); base64 of 1 byte per value against 4.
+    values = 24 * 20 * 3
+    uint8_body, float_body = (round(results[s]["body_kb"] * 1000) for s in ("serving_uint8", "serving_bytes"))
+    assert uint8_body > values * 4 // 3 and float_body - uint8_body == values * 4 * 4 // 3 - values * 4 // 3
+    assert all(row["gateway_ms"] > 0 and row["server_ms"] > 0 for row in results.values())
+    assert wire.main(["--size", "16", "--rounds", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "at 16x16, 2 rounds" in table and "| serving_uint8 |" in table and "| 1.0x |" in table
 
 
 def test_cpu_seconds_counts_this_process_and_ignores_missing_pids():

@@ -12,6 +12,7 @@ import pytest
 from scripts import export_saved_model as export
 from scripts.export_saved_model import (EXPORT_INFO_PATH, ExportError, export_keras_model, existing_versions,
                                         next_version)
+from flask_server.preprocess import MODES, scale
 from tests.support.tiny_models import build_tiny_classifier, export_tiny_classifier
 
 QUIET = {"log": lambda _msg: None}
@@ -94,20 +95,56 @@ def test_signatures_agree_with_each_other_and_keras(exported):
 
     model, target = exported
     loaded = tf.saved_model.load(str(target))
-    assert set(loaded.signatures) == {"serving_default", "serving_bytes"}
+    assert set(loaded.signatures) == {"serving_default", "serving_bytes", "serving_uint8"}
     default, raw = loaded.signatures["serving_default"], loaded.signatures["serving_bytes"]
+    uint8 = loaded.signatures["serving_uint8"]
     assert list(default.structured_input_signature[1]) == ["image"]
     assert default.structured_input_signature[1]["image"].shape.as_list() == [None, 32, 32, 3]
-    assert list(raw.structured_input_signature[1]) == ["pixels_bytes"]
-    assert raw.structured_input_signature[1]["pixels_bytes"].dtype == tf.string
-    assert list(default.structured_outputs) == ["probabilities"] == list(raw.structured_outputs)
+    for signature in (raw, uint8):
+        assert list(signature.structured_input_signature[1]) == ["pixels_bytes"]
+        assert signature.structured_input_signature[1]["pixels_bytes"].dtype == tf.string
+        assert list(signature.structured_outputs) == ["probabilities"]
+    assert list(default.structured_outputs) == ["probabilities"]
 
-    images = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    images = scale(pixels, "tf")
     from_floats = default(image=tf.constant(images))["probabilities"].numpy()
     from_bytes = raw(pixels_bytes=tf.constant([image.astype("<f4").tobytes() for image in images]))
     np.testing.assert_array_equal(from_floats, from_bytes["probabilities"].numpy())
+    from_uint8 = uint8(pixels_bytes=tf.constant([image.tobytes() for image in pixels]))
+    np.testing.assert_allclose(from_uint8["probabilities"].numpy(), from_floats, rtol=0, atol=1e-6)
     np.testing.assert_allclose(from_floats, model.predict(images, verbose=0), atol=1e-6)
     assert from_floats.shape == (3, 10)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_uint8_signature_scales_like_keras_and_the_gateway(tmp_path, mode):
+    """serving_uint8's in-graph scaling against the gateway's numpy ``scale`` and Keras'
+    ``preprocess_input``, through a model that returns its input, so the pixels it sees are compared."""
+    import keras
+    import tensorflow as tf
+    from keras.applications import imagenet_utils
+
+    inputs = keras.Input((5, 7, 3))
+    identity = keras.Model(inputs, keras.layers.Flatten()(inputs))
+    target = export_keras_model(identity, tmp_path, info={"preprocessing": mode}, **QUIET)
+    assert json.loads((target / EXPORT_INFO_PATH).read_text())["preprocessing"] == mode
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 5, 7, 3), dtype=np.uint8)
+    pixels[0, 0, 0], pixels[0, 0, 1] = (0, 127, 255), (255, 128, 1)
+    signature = tf.saved_model.load(str(target)).signatures["serving_uint8"]
+    seen = signature(pixels_bytes=tf.constant([p.tobytes() for p in pixels]))["probabilities"].numpy()
+    # TensorFlow's graph may compute x / c as x * (1 / c): last-bit differences, far inside 1e-5.
+    np.testing.assert_allclose(seen, scale(pixels, mode).reshape(4, -1), rtol=0, atol=1e-6)
+    keras_input = pixels.astype(np.float32)
+    if mode != "none":
+        keras_input = imagenet_utils.preprocess_input(keras_input, mode=mode)
+    np.testing.assert_allclose(seen, keras_input.reshape(4, -1), rtol=0, atol=1e-5)
+
+
+def test_unknown_preprocessing_mode_refused(tmp_path, tiny):
+    with pytest.raises(ExportError, match="preprocessing mode 'lab'"):
+        export_keras_model(tiny, tmp_path, info={"preprocessing": "lab"}, **QUIET)
+    assert existing_versions(tmp_path) == []
 
 
 def test_export_info(exported):
@@ -116,7 +153,7 @@ def test_export_info(exported):
     assert info["weights"] == "untrained"
     assert info["model"] == model.name and info["preprocessing"] == "tf"
     assert info["input_size"] == [32, 32] and info["channels"] == 3 and info["classes"] == 10
-    assert set(info["signatures"]) == {"serving_default", "serving_bytes"}
+    assert set(info["signatures"]) == {"serving_default", "serving_bytes", "serving_uint8"}
     assert time.strptime(info["exported_at"], "%Y-%m-%dT%H:%M:%SZ")
 
 

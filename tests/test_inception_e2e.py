@@ -58,7 +58,7 @@ def run_sample_request(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-@pytest.mark.parametrize("signature", ["serving_bytes", "serving_default"])
+@pytest.mark.parametrize("signature", ["serving_uint8", "serving_bytes", "serving_default"])
 def test_sample_request_matches_in_process_predict(served_inception, expected_probabilities, signature):
     _, server = served_inception
     result = run_sample_request("-i", str(IMAGE), "--url", server.url, "--signature", signature)

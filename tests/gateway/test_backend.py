@@ -17,6 +17,8 @@ from flask_server.models import ModelSpec
 from tests.gateway.conftest import PREDICT, StubReply, assert_error, closed_port_url, status_reply
 
 SPEC = ModelSpec(route="m", model_server_url="http://unused", model_name="m", input_size=(2, 2))
+FLOAT32_SPEC = ModelSpec(route="m", model_server_url="http://unused", model_name="m", input_size=(2, 2),
+                         signature="serving_bytes", input_format="raw_float32_b64")
 PREDICTIONS = json.dumps({"predictions": [[0.1, 0.9]]}).encode()
 
 
@@ -31,9 +33,9 @@ def routed(status=None, metadata=b'{"model_spec": {"version": "1"}, "metadata": 
     return reply
 
 
-def test_predict_sends_raw_float32_b64_with_the_request_id(upstream):
+def test_predict_sends_raw_uint8_b64_with_the_request_id(upstream):
     upstream.reply = routed()
-    batch = np.arange(12, dtype=np.float32).reshape(1, 2, 2, 3)
+    batch = np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3)
     scores = ModelServerClient(upstream.url).predict(SPEC, batch, 7, request_id="rid-1")
     np.testing.assert_array_equal(scores, np.float32([[0.1, 0.9]]))
     method, path, headers = upstream.requests[-1]
@@ -41,8 +43,13 @@ def test_predict_sends_raw_float32_b64_with_the_request_id(upstream):
 
 
 def test_request_bodies():
-    batch = np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3)
-    body = json.loads(encode_predict_request(SPEC, batch))
+    pixels = np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3)
+    body = json.loads(encode_predict_request(SPEC, pixels))
+    assert body["signature_name"] == "serving_uint8"
+    raw = base64.b64decode(body["instances"][1]["pixels_bytes"]["b64"])
+    np.testing.assert_array_equal(np.frombuffer(raw, np.uint8).reshape(2, 2, 3), pixels[1])
+    batch = pixels.astype(np.float32) / 127.5 - 1
+    body = json.loads(encode_predict_request(FLOAT32_SPEC, batch))
     assert body["signature_name"] == "serving_bytes"
     raw = base64.b64decode(body["instances"][1]["pixels_bytes"]["b64"])
     np.testing.assert_array_equal(np.frombuffer(raw, "<f4").reshape(2, 2, 3), batch[1])
@@ -50,22 +57,31 @@ def test_request_bodies():
                           input_name="image", input_format="json", input_size=(2, 2))
     body = json.loads(encode_predict_request(json_spec, batch))
     assert body["signature_name"] == "serving_default"
-    np.testing.assert_array_equal(body["instances"][1]["image"], batch[1])
+    np.testing.assert_array_equal(np.float32(body["instances"][1]["image"]), batch[1])  # shortest repr round-trips
 
 
-@pytest.mark.parametrize("batch", [
-    np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3),
-    np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3)[:, ::-1],  # not contiguous
-    np.linspace(-1, 1, 12).reshape(1, 2, 2, 3),                     # float64: sent as float32
+@pytest.mark.parametrize("batch, input_format, wire_dtype", [
+    (np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3), "raw_float32_b64", "<f4"),
+    (np.arange(24, dtype=np.float32).reshape(2, 2, 2, 3)[:, ::-1], "raw_float32_b64", "<f4"),  # not contiguous
+    (np.linspace(-1, 1, 12).reshape(1, 2, 2, 3), "raw_float32_b64", "<f4"),  # float64: sent as float32
+    (np.arange(200, 224, dtype=np.uint8).reshape(2, 2, 2, 3), "raw_uint8_b64", "u1"),
+    (np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3)[:, :, ::-1], "raw_uint8_b64", "u1"),  # not contiguous
 ])
-def test_raw_body_is_what_orjson_would_write(batch):
-    # The raw_float32_b64 body is joined from bytes, not serialised: it must be byte for byte
+def test_raw_body_is_what_orjson_would_write(batch, input_format, wire_dtype):
+    # The raw_*_b64 bodies are joined from bytes, not serialised: they must be byte for byte
     # the document the slower orjson.dumps route gives.
-    spec = ModelSpec(route="m", model_server_url="http://x", signature="sig\"n", input_name="in\\put")
-    instances = [{spec.input_name: {"b64": base64.b64encode(image.astype("<f4").tobytes()).decode()}}
+    spec = ModelSpec(route="m", model_server_url="http://x", signature="sig\"n", input_name="in\\put",
+                     input_format=input_format)
+    instances = [{spec.input_name: {"b64": base64.b64encode(image.astype(wire_dtype).tobytes()).decode()}}
                  for image in batch]
     expected = orjson.dumps({"signature_name": spec.signature, "instances": instances})
     assert encode_predict_request(spec, batch) == expected
+
+
+def test_uint8_format_refuses_scaled_pixels():
+    # Casting preprocessed floats to uint8 would send garbage that still has the right length.
+    with pytest.raises(ValueError, match="uint8"):
+        encode_predict_request(SPEC, np.zeros((1, 2, 2, 3), np.float32))
 
 
 @pytest.mark.parametrize("reply", [
@@ -121,7 +137,7 @@ def test_version_tracker_retries_once_after_a_hot_swap(upstream):
     upstream.reply = reply
     client = ModelServerClient(upstream.url)
     tracker = VersionTracker(client, "m")
-    scores, version = tracker.predict(lambda v: client.predict(SPEC, np.zeros((1, 2, 2, 3), np.float32), v))
+    scores, version = tracker.predict(lambda v: client.predict(SPEC, np.zeros((1, 2, 2, 3), np.uint8), v))
     assert version == 2 and scores.shape == (1, 2)
     assert [p for _, p, _ in upstream.requests if p.endswith(":predict")] == [
         "/v1/models/m/versions/1:predict", "/v1/models/m/versions/2:predict"]

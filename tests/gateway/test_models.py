@@ -21,8 +21,8 @@ def specs_from(tmp_path: Path, text: str) -> dict[str, ModelSpec]:
 def test_default_is_the_tutorials_single_model():
     specs = load_model_specs(GatewayConfig(model_server_url="http://ms:9000"))
     assert specs == {DEFAULT_ROUTE: ModelSpec(route="imageclassifier", model_server_url="http://ms:9000",
-                                              model_name="ImageClassifier", signature="serving_bytes",
-                                              input_name="pixels_bytes", input_format="raw_float32_b64",
+                                              model_name="ImageClassifier", signature="serving_uint8",
+                                              input_name="pixels_bytes", input_format="raw_uint8_b64",
                                               input_size=(299, 299), preprocessing="tf", interpolation="nearest",
                                               jpeg_draft=False, labels="imagenet", top_k=5)}
 
@@ -92,7 +92,20 @@ def test_defaults_name_what_the_exporter_writes():
     from flask_server import models
     from scripts import export_saved_model as export
 
-    assert models.DEFAULT_SIGNATURE == export.SERVING_BYTES
+    assert models.DEFAULT_SIGNATURE == export.SERVING_UINT8
+    assert set(models.KNOWN_SIGNATURES) == {export.SERVING_UINT8, export.SERVING_BYTES, export.SERVING_DEFAULT}
     assert models.BYTES_INPUT_NAME == export.INPUT_PIXELS_BYTES
     assert models.FLOAT_INPUT_NAME == export.INPUT_IMAGE
     assert export.SERVING_BYTES.endswith(models.BYTES_SUFFIX)
+
+
+@pytest.mark.parametrize("signature, expected", [
+    ("serving_uint8", ("raw_uint8_b64", "pixels_bytes")),
+    ("serving_bytes", ("raw_float32_b64", "pixels_bytes")),
+    ("serving_default", ("json", "image")),
+    ("my_own_bytes", ("raw_float32_b64", "pixels_bytes")),  # any other *_bytes: float32 bytes
+    ("predict", ("json", "image")),
+])
+def test_each_signature_gets_its_input_format_and_name(tmp_path, signature, expected):
+    spec = specs_from(tmp_path, f'[models.m]\nsignature = "{signature}"\n')["m"]
+    assert (spec.input_format, spec.input_name) == expected

@@ -119,12 +119,12 @@ def test_batch_equals_single_requests(served_client):
 def test_decode_concurrency_bounds_images_decoded_at_once(gateway_env, monkeypatch, slots):
     """8 concurrent requests: never more than GATEWAY_DECODE_CONCURRENCY decodes at a time, and exactly
     that many when there is work (the real decoder runs; a pause inside widens the window)."""
-    import flask_server.routes as routes
+    from flask_server.models import ServedModel
 
     inside, most, calls = [0], [0], [0]
     lock = threading.Lock()
     full = threading.Barrier(slots, timeout=10)
-    real = routes.load_and_preprocess
+    real = ServedModel.load_image
 
     def counting(*args, **kwargs):
         with lock:
@@ -141,7 +141,7 @@ def test_decode_concurrency_bounds_images_decoded_at_once(gateway_env, monkeypat
             with lock:
                 inside[0] -= 1
 
-    monkeypatch.setattr(routes, "load_and_preprocess", counting)
+    monkeypatch.setattr(ServedModel, "load_image", counting)
     app = create_app({**gateway_env, "GATEWAY_DECODE_CONCURRENCY": str(slots)})
     images = [image_bytes(seed=s) for s in range(8)]
 

@@ -1,0 +1,107 @@
+"""What each way of sending pixels to the model server costs, side by side, with no model.
+
+The gateway can call three signatures of an export (scripts/export_saved_model.py), each with its own
+input format (flask_server/models.py ``KNOWN_SIGNATURES``). The image decode and resize are the same
+for all three, so they are left out; this measures what differs, with the project's own code:
+
+* ``gateway``: ``scale`` (numpy ``preprocess_input``; not needed for ``serving_uint8``) and
+  ``encode_predict_request`` (the request body);
+* ``body``: the request's size;
+* ``model server``: ``parse_predict_body`` + ``request_to_tensors`` (model_server/codec.py), what
+  the model server does before TensorFlow runs (TensorFlow's own decode_raw/cast is not included).
+
+Every round runs each format once, in turn, so background load hits them about equally; the table
+gives medians and the ratio of each total to ``serving_uint8``'s.
+
+Typical usage::
+
+    python -m bench.wire                 # the benchmark's 2 MP JPEG at 299x299, 200 rounds
+    python -m bench.wire --rounds 50 --size 224
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bench.images import image_paths
+from flask_server.backend import encode_predict_request
+from flask_server.models import KNOWN_SIGNATURES, ModelSpec
+from flask_server.preprocess import load_pixels, scale
+from model_server.codec import TensorSpec, parse_predict_body, request_to_tensors
+
+# The model server's view of each signature's input (what the exporter writes).
+_SERVER_SPECS = {
+    "serving_uint8": {"pixels_bytes": TensorSpec("DT_STRING", (None,))},
+    "serving_bytes": {"pixels_bytes": TensorSpec("DT_STRING", (None,))},
+    "serving_default": {"image": TensorSpec("DT_FLOAT", (None, None, None, 3))},
+}
+BASELINE = "serving_uint8"
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = fn()
+    return (time.perf_counter() - started) * 1000, result
+
+
+def measure(pixels: np.ndarray, rounds: int) -> dict[str, dict[str, float]]:
+    """Median gateway ms, body KB and model server ms per signature, for one uint8 (H, W, 3) image."""
+    height, width = pixels.shape[:2]
+    specs = {}
+    for signature, (input_format, input_name) in KNOWN_SIGNATURES.items():
+        specs[signature] = ModelSpec(route="wire", model_server_url="http://unused", signature=signature,
+                                     input_name=input_name, input_format=input_format, input_size=(height, width))
+    samples: dict[str, dict[str, list[float]]] = {s: {"gateway": [], "server": []} for s in specs}
+    sizes: dict[str, int] = {}
+    batch = pixels[None]
+    for _ in range(rounds):
+        for signature, spec in specs.items():
+            def gateway(spec=spec) -> bytes:
+                data = batch if spec.input_format == "raw_uint8_b64" else scale(batch, spec.preprocessing)
+                return encode_predict_request(spec, data)
+
+            gateway_ms, body = _timed(gateway)
+            server_ms, _ = _timed(lambda body=body, signature=signature: request_to_tensors(
+                parse_predict_body(body), _SERVER_SPECS[signature]))
+            samples[signature]["gateway"].append(gateway_ms)
+            samples[signature]["server"].append(server_ms)
+            sizes[signature] = len(body)
+    return {signature: {"gateway_ms": statistics.median(times["gateway"]), "body_kb": sizes[signature] / 1000,
+                        "server_ms": statistics.median(times["server"])}
+            for signature, times in samples.items()}
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """A markdown table, one row per signature, totals as ratios to ``serving_uint8``."""
+    base = results[BASELINE]["gateway_ms"] + results[BASELINE]["server_ms"]
+    lines = ["| signature | gateway ms (scale + body) | body KB | model server ms (parse + tensors) "
+             "| total ms | total / serving_uint8 |", "|---|---|---|---|---|---|"]
+    for signature, row in results.items():
+        total = row["gateway_ms"] + row["server_ms"]
+        lines.append(f"| {signature} | {row['gateway_ms']:.2f} | {row['body_kb']:.0f} | {row['server_ms']:.2f} "
+                     f"| {total:.2f} | {total / base:.1f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", type=Path, default=image_paths()[0], help="image file (default: the bench JPEG)")
+    parser.add_argument("--size", type=int, default=299, help="square input size in pixels (default 299)")
+    parser.add_argument("--rounds", type=int, default=200, help="rounds, each running every format once")
+    args = parser.parse_args(argv)
+    pixels = load_pixels(args.image.read_bytes(), (args.size, args.size))
+    results = measure(pixels, args.rounds)
+    print(f"# wire formats: {args.image.name} at {args.size}x{args.size}, {args.rounds} rounds, medians\n")
+    print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
