@@ -200,6 +200,39 @@ def test_wrong_input_size_in_the_config_is_a_502_naming_the_key(make_app, model_
                  "takes 48x48 images but the gateway is configured for 64x64 (models.wrong.input_size")
 
 
+def test_signature_missing_from_the_export_is_a_502_naming_the_key(make_app, model_server, tmp_path, png):
+    # What a version exported before serving_uint8 existed looks like to the gateway's default config.
+    config = tmp_path / "models.toml"
+    config.write_text(f'[models.old]\nmodel_name = "{TINY_1000}"\nsignature = "serving_gone"\ninput_size = [48, 48]\n')
+    client = make_app(MODEL_SERVER_URL=model_server.url, MODELS_CONFIG=str(config)).test_client()
+    assert_error(client.post("/v1/models/old/predict", data=png, content_type="image/png"), 502,
+                 "has no signature 'serving_gone' (it has serving_bytes, serving_default, serving_uint8); export "
+                 "it again with scripts/export_saved_model.py or set models.old.signature")
+
+
+def test_uint8_float32_and_json_signatures_give_the_same_scores(make_app, model_server, tmp_path, photo):
+    """The gateway's three ways to the model: uint8 scaled in the graph, float32 scaled in numpy,
+    float JSON; the same image must score the same. The tiny model's 1000 scores are all near 0.001,
+    so they are compared relatively; a float32 route scaled the wrong way ("torch") must differ, or
+    this test could not tell them apart."""
+    routes = {"serving_uint8": "serving_uint8", "serving_bytes": "serving_bytes",
+              "serving_default": "serving_default", "wrong_scaling": "serving_bytes"}
+    config = tmp_path / "models.toml"
+    config.write_text("".join(f'[models.{route}]\nmodel_name = "{TINY_1000}"\nsignature = "{signature}"\n'
+                              f'input_size = [48, 48]\ntop_k = 1000\n'
+                              + ('preprocessing = "torch"\n' if route == "wrong_scaling" else "")
+                              for route, signature in routes.items()))
+    client = make_app(MODEL_SERVER_URL=model_server.url, MODELS_CONFIG=str(config)).test_client()
+    scores = {}
+    for route in routes:
+        body = predict_ok(client, f"/v1/models/{route}/predict", data=photo, content_type="image/jpeg")
+        by_class = {p["wnid"]: p["score"] for p in body["predictions"]}
+        scores[route] = np.array([by_class[wnid] for wnid in sorted(by_class)])
+    for route in ("serving_bytes", "serving_default"):
+        np.testing.assert_allclose(scores[route], scores["serving_uint8"], rtol=1e-5, atol=0)
+    assert (np.abs(scores["wrong_scaling"] / scores["serving_uint8"] - 1)).max() > 1e-2
+
+
 def test_pinned_version_and_version_label_routes(make_app, model_server, tiny_models, png):
     labels = tiny_models.root / "tiny_labels.txt"
     config = tiny_models.root / "pinned.toml"
