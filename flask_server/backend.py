@@ -284,7 +284,7 @@ class EncodedBatch:
     """A predict request body for ``size`` images, built once by ``encode_predict_request``.
 
     The body does not depend on the version it is sent to, so a retry on a newer version re-sends
-    it, and the float32 pixels it was built from can be freed while the model server computes.
+    it, and the pixels it was built from can be freed while the model server computes.
     """
 
     body: bytes
@@ -316,9 +316,10 @@ def _raw_b64_body(spec: ModelSpec, batch: np.ndarray) -> bytes:
     """``{"signature_name": S, "instances": [{INPUT: {"b64": "..."}}, ...]}`` as bytes, built by joining.
 
     Each image's HWC bytes in ``batch``'s dtype; base64 is 4/3 of that (357 KB for 299x299 uint8,
-    1.4 MB for float32; float JSON is 5.8 MB). The base64 output is ASCII with no character JSON would escape, so it is spliced in
-    as bytes: going through orjson would decode it to a str and re-encode and scan it (~0.25 ms). The
-    names are still encoded by orjson, so the body is valid JSON whatever they contain.
+    1.4 MB for float32; float JSON is 5.8 MB). The base64 output is ASCII with no character JSON
+    would escape, so it is spliced in as bytes: going through orjson would decode it to a str and
+    re-encode and scan it (~0.25 ms for float32). The names are still encoded by orjson, so the
+    body is valid JSON whatever they contain.
     """
     batch = np.ascontiguousarray(batch)
     instance_head = b"{" + orjson.dumps(spec.input_name) + b':{"' + B64_KEY.encode() + b'":"'

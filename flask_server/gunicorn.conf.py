@@ -75,7 +75,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 # Heap: one glibc malloc arena per worker instead of one per thread. Each request allocates
-# megabyte-sized buffers (the decoded image, the 1.4 MB base64 body); with an arena per thread, each of
+# megabyte-sized buffers (the decoded image, the base64 body); with an arena per thread, each of
 # the 4 threads' arenas kept its own high-water mark and a worker sat at 105-127 MB after a load run.
 # With one arena, freed buffers are reused by whichever thread comes next: 71-73 MB after, 86-88 MB
 # peak, and no throughput lost (the GIL serialises most allocations anyway). An earlier fix capped

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from flask_server.preprocess import (ImageDecodeError, ImageTooLargeError, decode_image, load_and_preprocess,
-                                     preprocess)
+                                     load_pixels, preprocess, scale)
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_IMAGES = REPO / "test_images"
@@ -94,6 +94,17 @@ def test_output_is_contiguous_float32_for_every_mode():
     for mode in ("tf", "caffe", "torch", "none"):
         x = load_and_preprocess(data, SIZE, mode)
         assert x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable
+
+
+@pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.name)
+def test_uint8_pixels_are_keras_load_img_and_scale_gives_the_rest(path, keras_reference):
+    """What the gateway sends to serving_uint8 is Keras' unscaled image; scaling it is the float path."""
+    data = path.read_bytes()
+    pixels = load_pixels(data, SIZE)
+    assert pixels.dtype == np.uint8 and pixels.shape == (*SIZE, 3)
+    np.testing.assert_array_equal(pixels, keras_reference(data, mode="none"))
+    for mode in ("tf", "caffe", "torch", "none"):
+        np.testing.assert_array_equal(scale(pixels, mode), load_and_preprocess(data, SIZE, mode))
 
 
 def test_draft_is_close_but_not_keras():
