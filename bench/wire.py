@@ -4,8 +4,8 @@ The gateway can call three signatures of an export (scripts/export_saved_model.p
 input format (flask_server/models.py ``KNOWN_SIGNATURES``). The image decode and resize are the same
 for all three, so they are left out; this measures what differs, with the project's own code:
 
-* ``gateway``: ``scale`` (numpy ``preprocess_input``; not needed for ``serving_uint8``) and
-  ``encode_predict_request`` (the request body);
+* ``gateway``: ``model_input`` (numpy ``preprocess_input``, skipped for ``serving_uint8``) and
+  ``encode_predict_request`` (the request body), as the gateway calls them;
 * ``body``: the request's size;
 * ``model server``: ``parse_predict_body`` + ``request_to_tensors`` (model_server/codec.py), what
   the model server does before TensorFlow runs (TensorFlow's own decode_raw/cast is not included).
@@ -31,18 +31,19 @@ from pathlib import Path
 import numpy as np
 
 from bench.images import image_paths
-from flask_server.backend import encode_predict_request
-from flask_server.models import KNOWN_SIGNATURES, ModelSpec
-from flask_server.preprocess import load_pixels, scale
+from flask_server.backend import JSON_FLOATS, encode_predict_request
+from flask_server.models import KNOWN_SIGNATURES, ModelSpec, model_input
+from flask_server.preprocess import load_pixels
 from model_server.codec import TensorSpec, parse_predict_body, request_to_tensors
 
-# The model server's view of each signature's input (what the exporter writes).
-_SERVER_SPECS = {
-    "serving_uint8": {"pixels_bytes": TensorSpec("DT_STRING", (None,))},
-    "serving_bytes": {"pixels_bytes": TensorSpec("DT_STRING", (None,))},
-    "serving_default": {"image": TensorSpec("DT_FLOAT", (None, None, None, 3))},
-}
 BASELINE = "serving_uint8"
+
+
+def _server_inputs(spec: ModelSpec) -> dict[str, TensorSpec]:
+    """The signature's input as the model server sees it: a float image or a batch of strings."""
+    if spec.input_format == JSON_FLOATS:
+        return {spec.input_name: TensorSpec("DT_FLOAT", (None, *spec.input_size, 3))}
+    return {spec.input_name: TensorSpec("DT_STRING", (None,))}
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -63,13 +64,9 @@ def measure(pixels: np.ndarray, rounds: int) -> dict[str, dict[str, float]]:
     batch = pixels[None]
     for _ in range(rounds):
         for signature, spec in specs.items():
-            def gateway(spec=spec) -> bytes:
-                data = batch if spec.input_format == "raw_uint8_b64" else scale(batch, spec.preprocessing)
-                return encode_predict_request(spec, data)
-
-            gateway_ms, body = _timed(gateway)
-            server_ms, _ = _timed(lambda body=body, signature=signature: request_to_tensors(
-                parse_predict_body(body), _SERVER_SPECS[signature]))
+            gateway_ms, body = _timed(lambda spec=spec: encode_predict_request(spec, model_input(spec, batch)))
+            server_ms, _ = _timed(lambda body=body, spec=spec: request_to_tensors(
+                parse_predict_body(body), _server_inputs(spec)))
             samples[signature]["gateway"].append(gateway_ms)
             samples[signature]["server"].append(server_ms)
             sizes[signature] = len(body)

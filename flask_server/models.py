@@ -158,6 +158,12 @@ def signature_defaults(signature: str) -> tuple[str, str]:
     return JSON_FLOATS, FLOAT_INPUT_NAME
 
 
+def model_input(spec: ModelSpec, pixels: np.ndarray) -> np.ndarray:
+    """Resized uint8 pixels -> what ``spec``'s input format takes: the pixels themselves when the
+    signature scales them in its graph (``raw_uint8_b64``), else float32 scaled here."""
+    return pixels if spec.input_format == RAW_UINT8_B64 else scale(pixels, spec.preprocessing)
+
+
 def _check_spec(spec: ModelSpec) -> tuple[str, str] | None:
     """(key, message) for the first invalid value of ``spec``, or None."""
     if not spec.model_server_url.startswith(("http://", "https://")):
@@ -208,11 +214,9 @@ class ServedModel:
         return len(self.labels)
 
     def load_image(self, data: bytes, max_pixels: int) -> np.ndarray:
-        """Image file bytes -> this model's (H, W, 3) input: uint8 pixels when its signature scales
-        them in the graph (``raw_uint8_b64``), else float32 scaled here. Raises ImageDecodeError."""
+        """Image file bytes -> this model's (H, W, 3) input (``model_input``). Raises ImageDecodeError."""
         spec = self.spec
-        pixels = load_pixels(data, spec.input_size, spec.interpolation, max_pixels, spec.jpeg_draft)
-        return pixels if spec.input_format == RAW_UINT8_B64 else scale(pixels, spec.preprocessing)
+        return model_input(spec, load_pixels(data, spec.input_size, spec.interpolation, max_pixels, spec.jpeg_draft))
 
     def encode(self, batch: np.ndarray) -> EncodedBatch:
         """The model server request body for ``batch`` (N, H, W, 3) of ``load_image`` arrays."""
