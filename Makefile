@@ -49,8 +49,9 @@ $(KERAS_MODEL):
 	$(PY) scripts/download_inceptionv3_model.py --weights imagenet || \
 	  $(PY) scripts/download_inceptionv3_model.py --weights none
 
+# Export a version when there is none, or when the latest predates a signature the gateway calls.
 model: venv $(KERAS_MODEL)
-	@ls -d $(MODEL_BASE_PATH)/[0-9]* >/dev/null 2>&1 || $(PY) scripts/export_saved_model.py --model $(KERAS_MODEL) --base-path $(MODEL_BASE_PATH)
+	$(PY) scripts/export_saved_model.py --model $(KERAS_MODEL) --base-path $(MODEL_BASE_PATH) --if-needed
 
 # Export the next version (the running model server picks it up).
 export: venv $(KERAS_MODEL)

@@ -23,6 +23,7 @@ Signatures (stable names, documented in the README):
 Typical usage::
 
     python scripts/export_saved_model.py --model scripts/inception.keras --base-path my_image_classifier
+    python scripts/export_saved_model.py --if-needed   # make model: only if none, or the latest is outdated
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from flask_server.preprocess import CAFFE_MEAN_BGR, MODES, TORCH_MEAN, TORCH_STD
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
 SERVING_UINT8 = "serving_uint8"
+#: What this exporter writes; an export of ours missing one of them was made by an older version.
+SIGNATURES = (SERVING_DEFAULT, SERVING_BYTES, SERVING_UINT8)
 INPUT_IMAGE = "image"
 INPUT_PIXELS_BYTES = "pixels_bytes"
 OUTPUT_PROBABILITIES = "probabilities"
@@ -192,6 +195,31 @@ def _size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
 
+def missing_signatures(version_dir: Path) -> list[str]:
+    """The exporter's signatures that an earlier export of ours lacks, from its export_info.
+
+    [] for a SavedModel without our export_info: someone else's model, which is not ours to replace.
+    """
+    try:
+        info = json.loads((version_dir / EXPORT_INFO_PATH).read_text())
+    except (OSError, ValueError):
+        return []
+    listed = info.get("signatures") if isinstance(info, dict) else None
+    return [name for name in SIGNATURES if name not in (listed if isinstance(listed, dict) else {})]
+
+
+def export_needed(base_path: Path) -> str | None:
+    """Why ``--if-needed`` should export (no version yet, or the latest lacks signatures), or None."""
+    versions = existing_versions(base_path)
+    if not versions:
+        return f"no version under {base_path}"
+    missing = missing_signatures(base_path / str(versions[-1]))
+    if missing:
+        return (f"version {versions[-1]} was exported without {', '.join(missing)} "
+                f"(the gateway calls {SERVING_UINT8} by default)")
+    return None
+
+
 def read_model_info(model_path: Path) -> dict:
     """The sidecar ``<model>.json`` written by the download script (weights origin), or {}."""
     sidecar = model_path.with_name(model_path.name + ".json")
@@ -205,10 +233,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="model directory the model server polls (default: my_image_classifier/)")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+    parser.add_argument("--if-needed", action="store_true",
+                        help="export the next version only if there is none yet or the latest lacks one of "
+                             "this exporter's signatures (make model, before make run)")
     parser.add_argument("--preprocessing", default=DEFAULT_PREPROCESSING, choices=MODES,
                         help="keras.applications preprocessing mode the model expects: recorded, and "
                              "applied in the graph by serving_uint8 (default tf)")
     args = parser.parse_args(argv)
+    if args.if_needed:
+        reason = export_needed(args.base_path)
+        if reason is None:
+            latest = existing_versions(args.base_path)[-1]
+            print(f"{args.base_path}: version {latest} needs no new export")
+            return 0
+        print(f"exporting: {reason}")
     if not args.model.exists():
         print(f"error: {args.model} not found; run scripts/download_inceptionv3_model.py first", file=sys.stderr)
         return 2

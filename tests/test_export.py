@@ -166,6 +166,33 @@ def test_untrained_warning_is_logged(tmp_path, tiny):
     assert not any("UNTRAINED" in line for line in lines)
 
 
+def test_if_needed_exports_when_there_is_no_version_or_the_latest_predates_a_signature(tmp_path, tiny, capsys):
+    import subprocess
+    import sys
+
+    model_path = tmp_path / "tiny.keras"
+    tiny.save(model_path)
+    base = tmp_path / "models"
+    args = ["--model", str(model_path), "--base-path", str(base), "--if-needed"]
+    assert export.main(args) == 0 and existing_versions(base) == [1]
+    assert "exporting: no version under" in capsys.readouterr().out
+    # Up to date: the real command answers without loading Keras or the model.
+    done = subprocess.run([sys.executable, str(Path(export.__file__)), *args], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and "version 1 needs no new export" in done.stdout
+    assert existing_versions(base) == [1]
+    # An export from before serving_uint8 existed: the next version is exported beside it.
+    info_path = base / "1" / EXPORT_INFO_PATH
+    info = json.loads(info_path.read_text())
+    del info["signatures"]["serving_uint8"]
+    info_path.write_text(json.dumps(info))
+    assert export.main(args) == 0 and existing_versions(base) == [1, 2]
+    assert "version 1 was exported without serving_uint8" in capsys.readouterr().out
+    # A SavedModel without our export_info is someone else's: it is not replaced.
+    (base / "2" / EXPORT_INFO_PATH).unlink()
+    assert export.main(args) == 0 and existing_versions(base) == [1, 2]
+
+
 def test_command_line(tmp_path, tiny, capsys):
     model_path = tmp_path / "tiny.keras"
     tiny.save(model_path)
