@@ -131,7 +131,7 @@ def scale(pixels: np.ndarray, mode: str = "tf") -> np.ndarray:
     ``torch`` (0..1 then ImageNet mean/std, DenseNet), or ``none`` (raw 0..255 floats).
     The exporter's ``serving_uint8`` signature does the same float32 operations in the same order.
     """
-    _check_mode(mode)
+    check_mode(mode)
     # The uint8 -> float32 cast is the one copy; everything after is in place, as in Keras.
     x = pixels.astype(np.float32)
     if mode == "tf":
@@ -155,7 +155,7 @@ def preprocess(image: Image.Image, size: tuple[int, int], mode: str = "tf",
     Draft decoding happens earlier, in ``decode_image`` (``load_and_preprocess(..., draft=True)``),
     since it must be asked for before the pixels are read.
     """
-    _check_mode(mode)  # before any work: a bad mode is the caller's bug
+    check_mode(mode)  # before any work: a bad mode is the caller's bug
     return scale(resize(image, size, interpolation), mode)
 
 
@@ -175,11 +175,12 @@ def load_and_preprocess(data: bytes, size: tuple[int, int], mode: str = "tf", in
 
     Raises ImageDecodeError / ImageTooLargeError for bad input, ValueError for a bad mode.
     """
-    _check_mode(mode)
+    check_mode(mode)
     return scale(load_pixels(data, size, interpolation, max_pixels, draft), mode)
 
 
-def _check_mode(mode: str) -> None:
+def check_mode(mode: str) -> None:
+    """ValueError unless ``mode`` is one of ``MODES``."""
     if mode not in MODES:
         raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(MODES)}")
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask_server.preprocess import CAFFE_MEAN_BGR, MODES, TORCH_MEAN, TORCH_STD
+from flask_server.preprocess import CAFFE_MEAN_BGR, MODES, TORCH_MEAN, TORCH_STD, check_mode
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
@@ -83,8 +83,10 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
 
     info = {"preprocessing": DEFAULT_PREPROCESSING, **(info or {})}
     mode = info["preprocessing"]
-    if mode not in MODES:
-        raise ExportError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(MODES)}")
+    try:
+        check_mode(mode)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
     base_path = Path(base_path).resolve()
     base_path.mkdir(parents=True, exist_ok=True)
@@ -107,15 +109,16 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
     def serving_default(image):
         return {OUTPUT_PROBABILITIES: module.model(image, training=False)}
 
+    def images_from(pixels_bytes, dtype):
+        return tf.reshape(tf.io.decode_raw(pixels_bytes, dtype, little_endian=True), [-1, height, width, channels])
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_PIXELS_BYTES)])
     def serving_bytes(pixels_bytes):
-        pixels = tf.io.decode_raw(pixels_bytes, tf.float32, little_endian=True)
-        image = tf.reshape(pixels, [-1, height, width, channels])
-        return {OUTPUT_PROBABILITIES: module.model(image, training=False)}
+        return {OUTPUT_PROBABILITIES: module.model(images_from(pixels_bytes, tf.float32), training=False)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_PIXELS_BYTES)])
     def serving_uint8(pixels_bytes):
-        pixels = tf.reshape(tf.io.decode_raw(pixels_bytes, tf.uint8), [-1, height, width, channels])
+        pixels = images_from(pixels_bytes, tf.uint8)
         return {OUTPUT_PROBABILITIES: module.model(scale_in_graph(tf, pixels, mode), training=False)}
 
     module.serving_default = serving_default
@@ -179,7 +182,8 @@ def scale_in_graph(tf: Any, pixels: Any, mode: str) -> Any:
 
     The same float32 operations in the same order as the numpy version (and Keras'
     ``preprocess_input``), so ``serving_uint8`` feeds the model what ``serving_bytes`` would be
-    sent by the gateway; tests/test_export.py checks that they are equal.
+    sent by the gateway, up to the last bit (TensorFlow's graph may divide by multiplying with the
+    reciprocal); tests/test_export.py checks every mode to 1e-6.
     """
     x = tf.cast(pixels, tf.float32)
     if mode == "tf":
@@ -208,16 +212,16 @@ def missing_signatures(version_dir: Path) -> list[str]:
     return [name for name in SIGNATURES if name not in (listed if isinstance(listed, dict) else {})]
 
 
-def export_needed(base_path: Path) -> str | None:
-    """Why ``--if-needed`` should export (no version yet, or the latest lacks signatures), or None."""
+def export_needed(base_path: Path) -> tuple[bool, str]:
+    """Whether ``--if-needed`` should export (no version yet, or the latest lacks signatures), and why."""
     versions = existing_versions(base_path)
     if not versions:
-        return f"no version under {base_path}"
+        return True, f"no version under {base_path}"
     missing = missing_signatures(base_path / str(versions[-1]))
     if missing:
-        return (f"version {versions[-1]} was exported without {', '.join(missing)} "
-                f"(the gateway calls {SERVING_UINT8} by default)")
-    return None
+        return True, (f"version {versions[-1]} was exported without {', '.join(missing)} "
+                      f"(the gateway calls {SERVING_UINT8} by default)")
+    return False, f"version {versions[-1]} needs no new export"
 
 
 def read_model_info(model_path: Path) -> dict:
@@ -241,10 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                              "applied in the graph by serving_uint8 (default tf)")
     args = parser.parse_args(argv)
     if args.if_needed:
-        reason = export_needed(args.base_path)
-        if reason is None:
-            latest = existing_versions(args.base_path)[-1]
-            print(f"{args.base_path}: version {latest} needs no new export")
+        needed, reason = export_needed(args.base_path)
+        if not needed:
+            print(f"{args.base_path}: {reason}")
             return 0
         print(f"exporting: {reason}")
     if not args.model.exists():
