@@ -1,4 +1,4 @@
-"""The HTTP/REST front: TF Serving's /v1 API and the Prometheus page, on the stdlib HTTP server.
+"""The HTTP/REST front: TF Serving's /v1 API, the v2 API and the Prometheus page, on the stdlib HTTP server.
 
 ``RestApi`` is the thin request logic (route -> look up the version -> decode -> run -> encode),
 free of HTTP details; ``RestServer`` is the only code that speaks HTTP. ThreadingHTTPServer gives
@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 import numpy as np
 import orjson
 
-from model_server import codec, routing
+from model_server import codec, routing, v2_routing
 from model_server.errors import (DeadlineExceeded, InvalidArgument, NotFound, ServingError, error_body,
                                  error_json)
 from model_server.examples import build_examples
@@ -51,6 +52,21 @@ class ApiResponse:
     version: str = ""
     api: str = ""
     status_code: str = "OK"
+    content_type: str = JSON_CONTENT_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def run_before_deadline(submit: SubmitFn, handle: ServableHandle, signature: str, tensors: dict[str, np.ndarray],
+                        timeout_s: float, started: float) -> dict[str, np.ndarray]:
+    """Run a signature through ``submit`` (pool or batch queue); DeadlineExceeded once ``timeout_s``
+    has passed since ``started`` (time.monotonic)."""
+    remaining = timeout_s - (time.monotonic() - started)
+    future = submit(handle, signature, tensors)
+    try:
+        return future.result(timeout=max(remaining, 0.0))
+    except FutureTimeout:
+        future.cancel()  # only helps if it has not started; a running TF call cannot be stopped
+        raise DeadlineExceeded("Deadline Exceeded") from None
 
 
 class RestApi:
@@ -117,13 +133,14 @@ class RestApi:
 
     def _run(self, handle: ServableHandle, signature: str, tensors: dict[str, np.ndarray],
              started: float) -> dict[str, np.ndarray]:
-        remaining = self._timeout_s - (time.monotonic() - started)
-        future = self._submit(handle, signature, tensors)
-        try:
-            return future.result(timeout=max(remaining, 0.0))
-        except FutureTimeout:
-            future.cancel()  # only helps if it has not started; a running TF call cannot be stopped
-            raise DeadlineExceeded("Deadline Exceeded") from None
+        return run_before_deadline(self._submit, handle, signature, tensors, self._timeout_s, started)
+
+
+class ApiHandler(Protocol):
+    """What the HTTP layer needs from an API besides /v1 (the v2 API): one call per request."""
+
+    def handle(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> ApiResponse:
+        """Answer one request; errors become ``{"error": ...}`` with their HTTP status."""
 
 
 class _HttpServer(ThreadingHTTPServer):
@@ -131,9 +148,11 @@ class _HttpServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = _LISTEN_BACKLOG
 
-    def __init__(self, address, api: RestApi, metrics: Metrics | None, metrics_path: str):
+    def __init__(self, address, api: RestApi, metrics: Metrics | None, metrics_path: str,
+                 v2_api: ApiHandler | None = None):
         super().__init__(address, _RequestHandler)
         self.api = api
+        self.v2_api = v2_api
         self.metrics = metrics
         self.metrics_path = metrics_path
         self.closing = False
@@ -206,14 +225,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if metrics is not None and path == self.server.metrics_path:
             page, content_type = metrics.render()
             return self._send(200, content_type, page)
-        if not routing.is_api_path(self.path):
+        if routing.is_api_path(self.path):
+            response = self.server.api.handle(self.command, self.path, body)
+        elif self.server.v2_api is not None and v2_routing.is_api_path(self.path):
+            response = self.server.v2_api.handle(self.command, self.path, body, self.headers)
+        else:
             # TF Serving's net_http answers 404 when no handler claims the path (as HTML; ours is JSON).
             return self._send_serving_error(NotFound(f"Not found: {self.command} {path}"))
-        response = self.server.api.handle(self.command, self.path, body)
         if metrics is not None and response.model_name:
             metrics.record_request(response.model_name, response.version, response.api, response.status_code,
                                    time.monotonic() - self._started_at)
-        return self._send(response.http_status, JSON_CONTENT_TYPE, response.body)
+        return self._send(response.http_status, response.content_type, response.body, response.headers)
 
     def parse_request(self) -> bool:
         """Reject HTTP/0.9 (no version) as libevent does: 400, then close.
@@ -275,10 +297,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.close_connection = True  # the request was not understood, so neither is what follows it
         self._send(code, JSON_CONTENT_TYPE, error_json(message))
 
-    def _send(self, status: int, content_type: str, body: bytes) -> int:
+    def _send(self, status: int, content_type: str, body: bytes, headers: Mapping[str, str] | None = None) -> int:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if self.close_connection or self.server.closing:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -303,8 +327,9 @@ def _body_too_large(size: int) -> InvalidArgument:
 class RestServer:
     """Owns the listening socket and its accept thread."""
 
-    def __init__(self, host: str, port: int, api: RestApi, metrics: Metrics | None, metrics_path: str):
-        self._httpd = _HttpServer((host, port), api, metrics, metrics_path)
+    def __init__(self, host: str, port: int, api: RestApi, metrics: Metrics | None, metrics_path: str,
+                 v2_api: ApiHandler | None = None):
+        self._httpd = _HttpServer((host, port), api, metrics, metrics_path, v2_api)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="rest-accept", daemon=True)
         self.address = self._httpd.server_address
 

@@ -74,13 +74,15 @@ def is_api_path(path: str) -> bool:
     return _API_PATH_RE.fullmatch(_strip_query(path)) is not None
 
 
-def _decode_component(text: str) -> str:
+def decode_component(text: str) -> str:
+    """Percent-decode a model name or label from a URL path, as TF Serving does."""
     # curl_easy_unescape: %XX only ('+' stays '+'), bad escapes left verbatim.
     # Undecodable bytes cannot name a configured model, so replacing them is safe.
     return unquote(text, encoding="utf-8", errors="replace")
 
 
-def _parse_version(text: str) -> int:
+def parse_version(text: str) -> int:
+    """A version path segment (ASCII digits) as an int64; InvalidArgument when it overflows."""
     version = int(text)
     if version > _INT64_MAX:
         raise InvalidArgument(f"Failed to convert version: {text} to numeric.")
@@ -113,9 +115,9 @@ def parse_request(method: str, path: str) -> ModelRequest:
         raise malformed
 
     raw_name, raw_version, raw_label, last = match.groups()
-    name = _decode_component(raw_name) if raw_name else ""
-    version = _parse_version(raw_version) if raw_version else None
-    label = _decode_component(raw_label) if raw_label else None
+    name = decode_component(raw_name) if raw_name else ""
+    version = parse_version(raw_version) if raw_version else None
+    label = decode_component(raw_label) if raw_label else None
 
     if method == METHOD_POST:
         # The regex is case-insensitive but the handler compares the verb

@@ -1,7 +1,8 @@
 """Wires the model server together: config -> repository + version manager -> runner -> REST server.
 
 Start-up follows tensorflow_model_server: validate the configuration, load the initial versions
-and wait until every model has one AVAILABLE (failing if one cannot), then export the REST API.
+and wait until every model has one AVAILABLE (failing if one cannot), then export the REST API
+(TF Serving's /v1 and the Open Inference Protocol's /v2, on one port).
 Shutdown stops accepting, lets in-flight requests finish (bounded), then stops the pollers.
 """
 
@@ -23,6 +24,7 @@ from model_server.monitoring import Metrics
 from model_server.repository import ModelRepository, ServableHandle
 from model_server.rest_server import RestApi, RestServer
 from model_server.servable import Servable, load_servable
+from model_server.v2_api import V2Api
 from model_server.versions import VersionManager
 
 log = logging.getLogger(__name__)
@@ -86,9 +88,11 @@ class ModelServer:
             log.error("server_options.http_port cannot be same as grpc_port. Please use a different port for "
                       "HTTP/REST API. Skipped exporting HTTP/REST API.")
             return
-        api = RestApi(self.repository, self._submit, config.rest_api_timeout_in_ms / 1000)
+        timeout_s = config.rest_api_timeout_in_ms / 1000
+        api = RestApi(self.repository, self._submit, timeout_s)
+        v2_api = V2Api(self.repository, self._submit, timeout_s)
         self._rest = RestServer(config.rest_api_host, config.rest_api_port, api, self.metrics,
-                                self.monitoring.prometheus_path)
+                                self.monitoring.prometheus_path, v2_api)
         self._rest.start()
         host, port = self._rest.address[:2]
         log.info("Exporting HTTP/REST API at:%s:%d ...", host, port)

@@ -5,6 +5,7 @@
 * ``half_plus_two``: a TF1 SavedModel like TF Serving's testdata, with ``classify_x_to_y`` and
   ``regress_x_to_y`` signatures taking serialized tf.Example (method names classify/regress).
 * ``slow``: sleeps for the number of seconds it is given (deadline and graceful-shutdown tests).
+* ``spec_example``: the model of the Open Inference Protocol's worked examples (v2 tests).
 """
 
 from __future__ import annotations
@@ -68,6 +69,39 @@ def export_slow_model(export_dir: Path) -> Path:
     return export_dir
 
 
+SPEC_CLASS_SCORES = (1.1, 3.3, 0.5, 2.4)
+
+
+def export_spec_example(export_dir: Path) -> Path:
+    """The model inference_rest.md and Triton's extension documents use in their examples.
+
+    ``serving_default``: ``input0`` UINT32 [2, 2] and ``input1`` BOOL [3] -> ``output0`` FP32 [3, 2],
+    ``output0[i] = [input1[i] * sum(input0), input1[i] * sum(input0) + 0.5]``.
+    ``classify``: ``input0`` UINT32 [2, 2] -> ``output0`` FP32 [4] = SPEC_CLASS_SCORES, the scores of
+    the classification example ([1.1, 3.3, 0.5, 2.4]).
+    """
+    import tensorflow as tf
+
+    class SpecExample(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([2, 2], tf.uint32, name="input0"),
+                                      tf.TensorSpec([3], tf.bool, name="input1")])
+        def serve(self, input0, input1):
+            total = tf.cast(tf.reduce_sum(tf.cast(input0, tf.int64)), tf.float32)
+            column = tf.cast(input1, tf.float32) * total
+            return {"output0": tf.stack([column, column + 0.5], axis=1)}
+
+        @tf.function(input_signature=[tf.TensorSpec([2, 2], tf.uint32, name="input0")])
+        def classify(self, input0):
+            total = tf.cast(tf.reduce_sum(tf.cast(input0, tf.int64)), tf.float32)
+            # Exactly the document's scores whatever the input (the input only has to flow through).
+            return {"output0": tf.constant(SPEC_CLASS_SCORES, tf.float32) + 0.0 * total}
+
+    module = SpecExample()
+    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": module.serve,
+                                                            "classify": module.classify})
+    return export_dir
+
+
 @pytest.fixture(scope="session")
 def model_paths(tmp_path_factory) -> dict[str, Path]:
     """Base paths of the exported test models: tiny (v1, v2), half_plus_two (v1), slow (v1)."""
@@ -77,6 +111,14 @@ def model_paths(tmp_path_factory) -> dict[str, Path]:
     export_half_plus_two(root / "half_plus_two" / "1")
     export_slow_model(root / "slow" / "1")
     return {"tiny": root / "tiny", "half_plus_two": root / "half_plus_two", "slow": root / "slow"}
+
+
+@pytest.fixture(scope="session")
+def spec_example_path(tmp_path_factory) -> Path:
+    """Base path of the ``spec_example`` model (version 1)."""
+    base = tmp_path_factory.mktemp("spec_models") / "spec_example"
+    export_spec_example(base / "1")
+    return base
 
 
 def model_config_text(models: dict[str, Path], extra: dict[str, str] | None = None) -> str:
