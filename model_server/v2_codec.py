@@ -27,8 +27,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import orjson
 
-from model_server.codec import TensorSpec
 from model_server.errors import InvalidArgument
+from model_server.tensor_types import TensorSpec, dtype_for, enum_name_of
 
 # Request / response JSON keys (inference_rest.md).
 ID_KEY = "id"
@@ -54,25 +54,13 @@ JSON_CONTENT_TYPE = "application/json"
 
 BYTES = "BYTES"
 BOOL = "BOOL"
-# v2 datatype -> (little-endian numpy dtype, TensorFlow DataType enum name).
-DATATYPES: dict[str, tuple[np.dtype, str]] = {
-    BOOL: (np.dtype("?"), "DT_BOOL"),
-    "UINT8": (np.dtype("u1"), "DT_UINT8"),
-    "UINT16": (np.dtype("<u2"), "DT_UINT16"),
-    "UINT32": (np.dtype("<u4"), "DT_UINT32"),
-    "UINT64": (np.dtype("<u8"), "DT_UINT64"),
-    "INT8": (np.dtype("i1"), "DT_INT8"),
-    "INT16": (np.dtype("<i2"), "DT_INT16"),
-    "INT32": (np.dtype("<i4"), "DT_INT32"),
-    "INT64": (np.dtype("<i8"), "DT_INT64"),
-    "FP16": (np.dtype("<f2"), "DT_HALF"),
-    "FP32": (np.dtype("<f4"), "DT_FLOAT"),
-    "FP64": (np.dtype("<f8"), "DT_DOUBLE"),
-    BYTES: (np.dtype(object), "DT_STRING"),
+# v2 datatype -> TensorFlow DataType enum name; numpy dtypes come from tensor_types.
+TF_DTYPES: dict[str, str] = {
+    BOOL: "DT_BOOL", "UINT8": "DT_UINT8", "UINT16": "DT_UINT16", "UINT32": "DT_UINT32", "UINT64": "DT_UINT64",
+    "INT8": "DT_INT8", "INT16": "DT_INT16", "INT32": "DT_INT32", "INT64": "DT_INT64",
+    "FP16": "DT_HALF", "FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", BYTES: "DT_STRING",
 }
-_DATATYPE_BY_TF = {tf_name: datatype for datatype, (_, tf_name) in DATATYPES.items()}
-_DATATYPE_BY_KIND_SIZE = {(dtype.kind, dtype.itemsize): datatype
-                          for datatype, (dtype, _) in DATATYPES.items() if datatype != BYTES}
+_DATATYPE_BY_TF = {tf_name: datatype for datatype, tf_name in TF_DTYPES.items()}
 _LENGTH_PREFIX = struct.Struct("<I")
 # Variable-size dimension in metadata shapes.
 ANY_SIZE = -1
@@ -132,12 +120,13 @@ def datatype_of_tf(tf_dtype: str) -> str:
 
 def datatype_of_array(array: np.ndarray) -> str:
     """v2 datatype of a numpy array (object and string arrays are BYTES)."""
-    if array.dtype.kind in "OSU":
-        return BYTES
-    try:
-        return _DATATYPE_BY_KIND_SIZE[(array.dtype.kind, array.dtype.itemsize)]
-    except KeyError:
-        raise InvalidArgument(f"numpy type {array.dtype} has no Open Inference Protocol datatype") from None
+    return datatype_of_tf(enum_name_of(array))
+
+
+def numpy_dtype(datatype: str) -> np.dtype:
+    """The numpy dtype holding a v2 datatype's elements, little-endian as the binary extension sends them."""
+    dtype = dtype_for(TF_DTYPES[datatype]).np_dtype
+    return dtype if dtype.kind in "Ob" else dtype.newbyteorder("<")
 
 
 def metadata_shape(spec: TensorSpec) -> list[int]:
@@ -226,9 +215,9 @@ def _parse_input(raw: object, binary: bytes, offset: int) -> tuple[str, str, np.
     if not isinstance(name, str) or not name:
         raise InvalidArgument(f"Input without a '{NAME_KEY}': {_quote(raw)}")
     datatype = raw.get(DATATYPE_KEY)
-    if datatype not in DATATYPES:
+    if datatype not in TF_DTYPES:
         raise InvalidArgument(f"Input '{name}' has datatype {_quote(datatype)}; expected one of "
-                              f"{', '.join(DATATYPES)}")
+                              f"{', '.join(TF_DTYPES)}")
     shape = raw.get(SHAPE_KEY)
     if (not isinstance(shape, list)
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
@@ -256,7 +245,7 @@ def _parse_input(raw: object, binary: bytes, offset: int) -> tuple[str, str, np.
 
 def _json_tensor(name: str, datatype: str, shape: list[int], count: int, data: object) -> np.ndarray:
     """A tensor from JSON ``data``, flat or nested in row-major order, checked element by element."""
-    dtype = DATATYPES[datatype][0]
+    dtype = numpy_dtype(datatype)
     if not isinstance(data, list):
         data = [data]  # a lone scalar is a one-element tensor
     if datatype == BYTES:
@@ -293,7 +282,7 @@ def _json_tensor(name: str, datatype: str, shape: list[int], count: int, data: o
 
 
 def _check_kind(name: str, datatype: str, values: np.ndarray, data: list) -> None:
-    kind = DATATYPES[datatype][0].kind
+    kind = numpy_dtype(datatype).kind
     allowed = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[kind]
     if values.dtype.kind in allowed:
         return
@@ -342,7 +331,7 @@ def _binary_tensor(name: str, datatype: str, shape: list[int], count: int, chunk
         array = np.empty(len(elements), dtype=object)
         array[:] = elements
         return array.reshape(shape)
-    dtype = DATATYPES[datatype][0]
+    dtype = numpy_dtype(datatype)
     expected = count * dtype.itemsize
     if len(chunk) != expected:
         raise InvalidArgument(f"Input '{name}' of shape {shape} and datatype {datatype} needs {expected} bytes "

@@ -12,15 +12,14 @@ import numpy as np
 import orjson
 import pytest
 
-from model_server.codec import TensorSpec
+from model_server.tensor_types import TensorSpec
 from model_server.errors import InvalidArgument
-from model_server.v2_codec import (DATATYPES, InferRequest, RequestedOutput, check_inputs, check_outputs, classify,
+from model_server.v2_codec import (TF_DTYPES, InferRequest, RequestedOutput, check_inputs, check_outputs, classify,
                                    encode_infer_response, metadata_tensors, parse_infer_request)
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in requirements.txt")
 
-# The numpy dtype tritonclient uses for each datatype (tritonclient.utils.triton_to_np_dtype).
-ALL_TYPES = [t for t in DATATYPES if t != "BYTES"]
+ALL_TYPES = [t for t in TF_DTYPES if t != "BYTES"]
 
 
 def triton_body(inputs, outputs=None, **kwargs) -> tuple[bytes, str | None]:
