@@ -14,9 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from scripts.processes import REPO_ROOT
 from tests.support.tiny_models import export_tiny_classifier
 
 TINY_INPUT = (32, 32)
+# TF Serving's own test SavedModels, read in place where this checkout sits beside them.
+TFS_TESTDATA = REPO_ROOT.parent / "shared" / "tfs_testdata"
+
+
+def tfs_testdata(name: str) -> Path:
+    """Base path of one of TF Serving's test models; skips the test when they are not here."""
+    path = TFS_TESTDATA / name
+    if not path.is_dir():
+        pytest.skip(f"TF Serving's test model {name} not found at {path}")
+    return path
 
 
 def export_half_plus_two(export_dir: Path) -> Path:
