@@ -35,8 +35,9 @@ from flask_server.backend import JSON_FLOATS, encode_predict_request
 from flask_server.models import KNOWN_SIGNATURES, ModelSpec, model_input
 from flask_server.preprocess import load_pixels
 from model_server.codec import TensorSpec, parse_predict_body, request_to_tensors
+from serving_contract.export import SERVING_UINT8
 
-BASELINE = "serving_uint8"
+BASELINE = SERVING_UINT8
 
 
 def _server_inputs(spec: ModelSpec) -> dict[str, TensorSpec]:
