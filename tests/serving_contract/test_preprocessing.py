@@ -17,7 +17,8 @@ def test_known_modes_pass(mode):
 
 @pytest.mark.parametrize("mode", ["inception", "TF", "", "caffe "])
 def test_unknown_mode_names_the_choices(mode):
-    with pytest.raises(ValueError, match=f"unknown preprocessing mode {mode!r}; expected one of tf, caffe, torch, none"):
+    expected = f"unknown preprocessing mode {mode!r}; expected one of tf, caffe, torch, none"
+    with pytest.raises(ValueError, match=expected):
         check_mode(mode)
 
 
