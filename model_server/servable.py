@@ -22,6 +22,7 @@ from model_server import errors
 from model_server.codec import TensorSpec
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError
 from serving_contract.export import SERVING_DEFAULT, is_untrained, read_export_info
+from serving_contract.versions import SAVED_MODEL_FILENAMES
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def read_meta_graph(path: Path, tags: set[str]):
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel()
-    binary, text = path / "saved_model.pb", path / "saved_model.pbtxt"
+    binary, text = (path / name for name in SAVED_MODEL_FILENAMES)
     if binary.is_file():
         try:
             saved_model.ParseFromString(binary.read_bytes())

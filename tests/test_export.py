@@ -15,7 +15,7 @@ from flask_server.preprocess import scale
 from serving_contract.export import (EXPORT_INFO_PATH, INPUT_IMAGE, INPUT_PIXELS_BYTES, OUTPUT_PROBABILITIES,
                                      SERVING_BYTES, SERVING_DEFAULT, SERVING_UINT8, SIGNATURES, UNTRAINED_WEIGHTS)
 from serving_contract.preprocessing import MODES
-from serving_contract.versions import list_versions
+from serving_contract.versions import is_version_name, list_versions
 from tests.support.tiny_models import build_tiny_classifier, export_tiny_classifier
 
 QUIET = {"log": lambda _msg: None}
@@ -90,7 +90,7 @@ def test_staging_is_hidden_and_removed_on_failure(tmp_path, tiny, monkeypatch):
         export_keras_model(tiny, tmp_path, **QUIET)
     [staging] = seen
     assert staging.parent == tmp_path.resolve() and staging.name.startswith(".")
-    assert not staging.name.isdigit()  # a poller that lists numeric names never sees it
+    assert not is_version_name(staging.name)  # a poller never takes it for a version
     assert list(tmp_path.iterdir()) == []
 
 
