@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from model_server import errors
-from model_server.codec import TensorSpec
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError
+from model_server.tensor_types import TensorSpec
 from serving_contract.export import SERVING_DEFAULT, is_untrained, read_export_info
 from serving_contract.versions import SAVED_MODEL_FILENAMES
 
