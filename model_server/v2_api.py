@@ -19,7 +19,7 @@ from model_server import v2_codec, v2_routing
 from model_server.errors import NotFound, ServingError, error_body
 from model_server.repository import STATE_AVAILABLE, STATE_END, ModelRepository
 from model_server.rest_server import ApiResponse, SubmitFn, run_before_deadline
-from model_server.servable import DEFAULT_SIGNATURE
+from serving_contract.export import SERVING_DEFAULT
 
 SERVER_NAME = "model_server"
 PACKAGE_NAME = "keras-and-tensorflow-serving"
@@ -28,6 +28,7 @@ PLATFORM = "tensorflow_savedmodel"
 EXTENSIONS = ("binary_tensor_data", "classification")
 # Our extension of model metadata, as on /v1: the exporter's export_info, when the version has one.
 EXPORT_INFO_KEY = "export_info"
+# Where an export carries its class labels, until the export contract (serving_contract) names it.
 LABELS_KEY = "labels"
 LIVE_KEY = "live"
 READY_KEY = "ready"
@@ -116,7 +117,7 @@ class V2Api:
         with self._repository.acquire(request.name, request.version) as handle:
             response.version = str(handle.version)
             servable = handle.servable
-            signature = servable.signatures.get(DEFAULT_SIGNATURE)
+            signature = servable.signatures.get(SERVING_DEFAULT)
             body: dict[str, Any] = {
                 "name": request.name,
                 "versions": [str(v) for v in sorted(states) if states[v] == STATE_AVAILABLE],

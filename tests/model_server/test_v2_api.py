@@ -7,7 +7,6 @@ inference_rest.md and Triton's binary data and classification documents are sent
 
 from __future__ import annotations
 
-import json
 import shutil
 import struct
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +18,9 @@ import pytest
 
 from model_server.repository import STATE_AVAILABLE, STATE_LOADING, ModelRepository
 from model_server.rest_server import RestApi
-from model_server.servable import EXPORT_INFO_PATH, load_servable
+from model_server.servable import load_servable
 from model_server.v2_api import V2Api, export_labels, server_version
+from serving_contract.export import read_export_info, write_export_info
 from tests.model_server.conftest import TINY_INPUT
 
 pytestmark = pytest.mark.timeout(300)
@@ -75,9 +75,7 @@ def repository(model_paths, spec_example_path, tmp_path_factory):
     repo = ModelRepository()
     labelled = tmp_path_factory.mktemp("labelled") / "1"
     shutil.copytree(model_paths["tiny"] / "1", labelled)
-    info_path = labelled / EXPORT_INFO_PATH
-    info = json.loads(info_path.read_text())
-    info_path.write_text(json.dumps({**info, "labels": TINY_LABELS}))
+    write_export_info(labelled, {**read_export_info(labelled), "labels": TINY_LABELS})
     for name, version, path in [("spec_example", 1, spec_example_path / "1"), ("tiny", 1, model_paths["tiny"] / "1"),
                                 ("tiny", 2, model_paths["tiny"] / "2"), ("labelled", 1, labelled)]:
         repo.set_state(name, version, STATE_AVAILABLE, load_servable(name, version, path, warm_up=False))

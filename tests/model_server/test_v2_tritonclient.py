@@ -8,14 +8,13 @@ it whose export carries labels, and the spec's example model. Expected values ar
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 import requests
 
-from model_server.servable import EXPORT_INFO_PATH
+from serving_contract.export import read_export_info, write_export_info
 from tests.model_server.conftest import TFS_TESTDATA, TINY_INPUT, model_config_text, tfs_testdata
 from tests.support.processes import start_model_server
 
@@ -32,8 +31,8 @@ HALF_PLUS_TWO_INPUT = np.array([[1.0], [2.0], [5.0]], dtype=np.float32)
 def server(model_paths, spec_example_path, tmp_path_factory):
     root = tmp_path_factory.mktemp("v2_models")
     shutil.copytree(model_paths["tiny"] / "1", root / "labelled" / "1")
-    info_path = root / "labelled" / "1" / EXPORT_INFO_PATH
-    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "labels": LABELS}))
+    labelled = root / "labelled" / "1"
+    write_export_info(labelled, {**read_export_info(labelled), "labels": LABELS})
     models = {"tiny": model_paths["tiny"], "labelled": root / "labelled", "spec_example": spec_example_path}
     if (TFS_TESTDATA / "half_plus_two").is_dir():
         models["half_plus_two"] = TFS_TESTDATA / "half_plus_two"
