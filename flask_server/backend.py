@@ -129,25 +129,40 @@ class ModelServerClient:
     def _request(self, method: str, model: str, path: str, body: bytes | None = None,
                  request_id: str | None = None) -> dict[str, Any]:
         """One call about ``model``; returns the decoded JSON object or raises a BackendError subclass."""
-        url = self.base_url + path
-        where = f"{method} {url}"  # the error's detail: logged, never sent to the client
-        headers = {"Accept": JSON_CONTENT_TYPE}
-        if body is not None:
-            headers["Content-Type"] = JSON_CONTENT_TYPE
-        if request_id:
-            headers[REQUEST_ID_HEADER] = request_id
-        with self._translate(model, where):
-            response = self.session.request(method, url, data=body, headers=headers, timeout=self.timeout)
+        response = self._send(method, model, path, body, request_id)
         try:
             reply = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             reply = None
+        if isinstance(reply, dict):
+            return reply
+        raise BadModelServerReply(f"model server answered for model {model!r} with a body that is not a "
+                                  f"JSON object: {_quote(response.content)}", f"{method} {self.base_url}{path}")
+
+    def _send(self, method: str, model: str, path: str, body: bytes | None = None, request_id: str | None = None,
+              content_type: str = JSON_CONTENT_TYPE, headers: dict[str, str] | None = None) -> requests.Response:
+        """One call about ``model``; returns the 200 response or raises a BackendError subclass.
+
+        The error translation every transport over HTTP shares: a JSON ``{"error": ...}`` body (TF
+        Serving's and the v2 protocol's) becomes the message; 404 -> ModelNotAvailable, 503 ->
+        ModelServerUnavailable, 504 -> ModelServerTimeout, anything else -> BadModelServerReply.
+        """
+        url = self.base_url + path
+        where = f"{method} {url}"  # the error's detail: logged, never sent to the client
+        headers = {"Accept": JSON_CONTENT_TYPE, **(headers or {})}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
+        with self._translate(model, where):
+            response = self.session.request(method, url, data=body, headers=headers, timeout=self.timeout)
         status = response.status_code
         if status == 200:
-            if isinstance(reply, dict):
-                return reply
-            raise BadModelServerReply(f"model server answered for model {model!r} with a body that is not a "
-                                      f"JSON object: {_quote(response.content)}", where)
+            return response
+        try:
+            reply = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            reply = None
         message = (reply.get(ERROR_KEY) if isinstance(reply, dict) else None) or _quote(response.content)
         if status == 404:
             raise ModelNotAvailable(f"model {model!r} is not available on the model server: {message}", where)
