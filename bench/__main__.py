@@ -13,6 +13,7 @@ Typical usage::
     python -m bench --model-base-path my_image_classifier --json bench/results.json
     python -m bench --sweep 1x4,2x4,4x4,2x8 --only-sweep   # gateway workers x threads
     python -m bench --model-server-args="--tensorflow_intra_op_parallelism=1"  # model server flags
+    python -m bench --no-v2              # without the model server's v2 (KServe) rows
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bench import report
 from bench.images import image_paths
 from bench.load import LoadResult, run_load, run_round_robin
 from bench.models import export_in_subprocess, export_info, gateway_models_config, input_size, latest_version
-from bench.paths import gateway_send, model_server_send, tutorial_send
+from bench.paths import V2_BINARY, V2_JSON, gateway_send, model_server_send, tutorial_send, v2_send
 from bench.procinfo import cpu_seconds, peak_rss_mb, rss_mb, tree
 from bench.servers import BareProcess, bare_process, gateway, model_server
 from flask_server.models import DEFAULT_ROUTE
@@ -56,6 +57,8 @@ class Plan:
 FULL = Plan({1: 24, 4: 32, 16: 96}, {1: 8, 4: 12, 16: 24}, 40.0, (1, 4, 8, 16), 2)
 QUICK = Plan({1: 5, 4: 8, 16: 16}, {1: 3, 4: 4, 16: 16}, 15.0, (1, 4), 1)
 SWEEP_REQUESTS = 96
+# Paths that send float JSON (~5x slower): fewer requests, same time bound.
+SLOW_PATHS = ("tutorial", "v2_json")
 
 
 def bare_send(bare: BareProcess):
@@ -128,7 +131,7 @@ def measure_rows(senders: dict, bare: BareProcess | None, plan: Plan, rows: dict
     sends = ({"model": bare_send(bare)} if bare else {}) | senders
     if not sends:  # --only-sweep
         return
-    counts = {key: plan.tutorial_requests[1] if key == "tutorial" else plan.requests[1] for key in sends}
+    counts = {key: plan.tutorial_requests[1] if key in SLOW_PATHS else plan.requests[1] for key in sends}
     for key, result in run_round_robin(sends, counts, plan.time_limit * len(sends), plan.warmup).items():
         _record(rows, key, result)
     for clients in report.LEVELS[1:]:
@@ -139,7 +142,7 @@ def measure_rows(senders: dict, bare: BareProcess | None, plan: Plan, rows: dict
             if bare and keys is order:
                 measure_bare_throughput(bare, [clients], plan.requests[clients] // 2, rows["model"])
             for key in keys:
-                total = (plan.tutorial_requests if key == "tutorial" else plan.requests)[clients]
+                total = (plan.tutorial_requests if key in SLOW_PATHS else plan.requests)[clients]
                 parts[key].append(meters[key].run(
                     lambda: run_load(senders[key], clients, max(1, total // 2), plan.time_limit / 2)))
         if clients == report.LEVELS[-1]:
@@ -212,7 +215,8 @@ def path_servers(servers: dict) -> dict[str, dict[str, int]]:
             if gateway_pid:
                 paths["gateway" + suffix] = {"model server": model_server_pid, "gateway": gateway_pid}
     if "model_server" in paths:
-        paths["tutorial"] = paths["model_server"]
+        for key in ("tutorial", "v2_binary", "v2_json"):
+            paths[key] = paths["model_server"]
     return paths
 
 
@@ -232,6 +236,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="use this exported model directory (e.g. my_image_classifier) instead of exporting")
     parser.add_argument("--route", default=DEFAULT_ROUTE, help="gateway route to call (%(default)s)")
     parser.add_argument("--no-batching", action="store_true", help="skip the + batching rows")
+    parser.add_argument("--no-v2", action="store_true", help="skip the two model server v2 (KServe) rows")
     parser.add_argument("--sweep", default="", help="also measure gateway configs, e.g. 1x4,2x4,4x4,2x8")
     parser.add_argument("--only-sweep", action="store_true", help="only the sweep (with the model server)")
     parser.add_argument("--model-server-args", default="",
@@ -310,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
             ms_url = servers["model_server"].url
             senders["model_server"] = model_server_send(ms_url, model_name, images, size, classes)
             senders["tutorial"] = tutorial_send(ms_url, model_name, images, size, classes)
+            if not args.no_v2:
+                for encoding in (V2_BINARY, V2_JSON):
+                    senders[f"v2_{encoding}"] = v2_send(ms_url, model_name, images, size, classes, encoding,
+                                                        export_info(version_dir).get("preprocessing", "tf"))
         if "gateway" in servers and not args.only_sweep:
             senders["gateway"] = gateway_send(servers["gateway"].url, args.route, images)
         if "model_server_batching" in servers:

@@ -5,6 +5,9 @@
 * ``gateway_send``: base64 of the encoded image file in ``{"b64": ...}``; the gateway does the rest.
 * ``tutorial_send``: the tutorial's way: nearest resize, / 255, ``tolist()`` and standard-library
   ``json`` into the row format of ``serving_default``, parsed back with ``json`` too.
+* ``v2_send``: the same client-side decode + resize, then the model server's Open Inference Protocol
+  (KServe v2) API: uint8 pixels as binary tensor data into ``serving_uint8`` (what the gateway's v2
+  transport sends), or scaled float32 pixels as JSON numbers into ``serving_default``.
 
 Every function raises ``BadResponse`` unless the status is 200 and the body is a sane prediction.
 """
@@ -21,6 +24,8 @@ import requests
 
 from bench.images import preprocess, preprocess_tutorial
 from bench.load import Send
+from flask_server.preprocess import scale
+from flask_server.v2_transport import HEADER_LENGTH_HEADER, decode_scores, encode_infer_request
 from serving_contract.export import (INPUT_IMAGE, INPUT_PIXELS_BYTES, OUTPUT_PROBABILITIES, SERVING_DEFAULT,
                                      SERVING_UINT8)
 
@@ -107,5 +112,36 @@ def tutorial_send(url: str, model_name: str, images: Sequence[bytes], size: tupl
         response = session.post(predict_url, data=body, headers=JSON_HEADERS, timeout=TIMEOUT)
         _check_status(response)
         check_probabilities(json.loads(response.text), classes)
+
+    return send
+
+
+V2_BINARY = "binary"
+V2_JSON = "json"
+
+
+def v2_send(url: str, model_name: str, images: Sequence[bytes], size: tuple[int, int], classes: int | None,
+            encoding: str, preprocessing: str = "tf") -> Send:
+    """Decode and resize on the client, then a v2 ``infer``: ``binary`` sends the uint8 pixels as a
+    BYTES element of binary data to ``serving_uint8``; ``json`` sends float32 pixels scaled here as
+    JSON numbers to ``serving_default``. Scores come back as binary data or JSON to match."""
+    infer_url = f"{url}/v2/models/{model_name}/infer"
+
+    def send(session: requests.Session, i: int) -> None:
+        pixels = preprocess(images[i % len(images)], size)[None]
+        if encoding == V2_BINARY:
+            encoded = encode_infer_request(INPUT_PIXELS_BYTES, "raw_uint8_b64", SERVING_UINT8, pixels)
+            headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH_HEADER: str(encoded.header_length)}
+            body = encoded.body
+        else:
+            image = scale(pixels, preprocessing)
+            body = orjson.dumps({"parameters": {"signature_name": SERVING_DEFAULT},
+                                 "inputs": [{"name": INPUT_IMAGE, "shape": list(image.shape), "datatype": "FP32",
+                                             "data": image.ravel()}]}, option=orjson.OPT_SERIALIZE_NUMPY)
+            headers = JSON_HEADERS
+        response = session.post(infer_url, data=body, headers=headers, timeout=TIMEOUT)
+        _check_status(response)
+        scores = decode_scores(response.content, response.headers.get(HEADER_LENGTH_HEADER), 1, "v2 infer")
+        check_probabilities({"predictions": scores.tolist()}, classes)
 
     return send

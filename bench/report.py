@@ -11,6 +11,8 @@ ROWS = (
     ("model server (serving_uint8)", "model_server"),
     ("gateway (gunicorn)", "gateway"),
     ("tutorial (float JSON)", "tutorial"),
+    ("model server v2 (binary uint8)", "v2_binary"),
+    ("model server v2 (JSON FP32)", "v2_json"),
     ("model server + batching", "model_server_batching"),
     ("gateway + batching", "gateway_batching"),
 )

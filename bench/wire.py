@@ -10,6 +10,10 @@ for all three, so they are left out; this measures what differs, with the projec
 * ``model server``: ``parse_predict_body`` + ``request_to_tensors`` (model_server/predict_codec.py), what
   the model server does before TensorFlow runs (TensorFlow's own decode_raw/cast is not included).
 
+The same three inputs over the Open Inference Protocol (KServe v2) follow, as ``v2 ...`` rows: the
+gateway's v2 transport (``encode_infer_request``: binary tensor data) and, for comparison, float32
+pixels as JSON numbers; on the server side ``parse_infer_request`` (model_server/v2_codec.py).
+
 Every round runs each format once, in turn, so background load hits them about equally; the table
 gives medians and the ratio of each total to ``serving_uint8``'s.
 
@@ -29,14 +33,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from bench.images import image_paths
 from flask_server.backend import JSON_FLOATS, encode_predict_request
 from flask_server.models import KNOWN_SIGNATURES, ModelSpec, model_input
 from flask_server.preprocess import load_pixels
+from flask_server.v2_transport import encode_infer_request
 from model_server.predict_codec import parse_predict_body, request_to_tensors
 from model_server.tensor_types import TensorSpec
-from serving_contract.export import SERVING_UINT8
+from model_server.v2_codec import parse_infer_request
+from serving_contract.export import SERVING_DEFAULT, SERVING_UINT8
 
 BASELINE = SERVING_UINT8
 
@@ -55,32 +62,51 @@ def _timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def measure(pixels: np.ndarray, rounds: int) -> dict[str, dict[str, float]]:
-    """Median gateway ms, body KB and model server ms per signature, for one uint8 (H, W, 3) image."""
+    """Median gateway ms, body KB and model server ms per request format, for one uint8 (H, W, 3) image."""
     height, width = pixels.shape[:2]
     specs = {}
     for signature, (input_format, input_name) in KNOWN_SIGNATURES.items():
         specs[signature] = ModelSpec(route="wire", model_server_url="http://unused", signature=signature,
                                      input_name=input_name, input_format=input_format, input_size=(height, width))
-    samples: dict[str, dict[str, list[float]]] = {s: {"gateway": [], "server": []} for s in specs}
-    sizes: dict[str, int] = {}
     batch = pixels[None]
+    # name -> (gateway side: pixels -> request, model server side: request -> tensors)
+    encoders = {signature: (lambda spec=spec: encode_predict_request(spec, model_input(spec, batch)),
+                            lambda body, spec=spec: request_to_tensors(parse_predict_body(body), _server_inputs(spec)))
+                for signature, spec in specs.items()}
+    for signature, spec in specs.items():
+        encoders[f"v2 {signature} (binary)"] = (
+            lambda spec=spec: encode_infer_request(spec.input_name, spec.input_format, spec.signature,
+                                                   model_input(spec, batch)),
+            lambda encoded: parse_infer_request(encoded.body, str(encoded.header_length)))
+    json_spec = specs[SERVING_DEFAULT]
+    encoders[f"v2 {SERVING_DEFAULT} (JSON)"] = (lambda: _v2_json_body(json_spec, model_input(json_spec, batch)),
+                                                parse_infer_request)
+    samples: dict[str, dict[str, list[float]]] = {s: {"gateway": [], "server": []} for s in encoders}
+    sizes: dict[str, int] = {}
     for _ in range(rounds):
-        for signature, spec in specs.items():
-            gateway_ms, body = _timed(lambda spec=spec: encode_predict_request(spec, model_input(spec, batch)))
-            server_ms, _ = _timed(lambda body=body, spec=spec: request_to_tensors(
-                parse_predict_body(body), _server_inputs(spec)))
-            samples[signature]["gateway"].append(gateway_ms)
-            samples[signature]["server"].append(server_ms)
-            sizes[signature] = len(body)
-    return {signature: {"gateway_ms": statistics.median(times["gateway"]), "body_kb": sizes[signature] / 1000,
-                        "server_ms": statistics.median(times["server"])}
-            for signature, times in samples.items()}
+        for name, (encode, parse) in encoders.items():
+            gateway_ms, body = _timed(encode)
+            server_ms, _ = _timed(lambda body=body, parse=parse: parse(body))
+            samples[name]["gateway"].append(gateway_ms)
+            samples[name]["server"].append(server_ms)
+            sizes[name] = len(getattr(body, "body", body))
+    return {name: {"gateway_ms": statistics.median(times["gateway"]), "body_kb": sizes[name] / 1000,
+                   "server_ms": statistics.median(times["server"])}
+            for name, times in samples.items()}
+
+
+def _v2_json_body(spec: ModelSpec, batch: np.ndarray) -> bytes:
+    """A v2 request with the float32 pixels as JSON numbers (what a client without the binary extension sends)."""
+    return orjson.dumps({"parameters": {"signature_name": spec.signature},
+                         "inputs": [{"name": spec.input_name, "shape": list(batch.shape), "datatype": "FP32",
+                                     "data": np.ascontiguousarray(batch, dtype=np.float32).ravel()}]},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
     """A markdown table, one row per signature, totals as ratios to ``serving_uint8``."""
     base = results[BASELINE]["gateway_ms"] + results[BASELINE]["server_ms"]
-    lines = ["| signature | gateway ms (scale + body) | body KB | model server ms (parse + tensors) "
+    lines = ["| request | gateway ms (scale + body) | body KB | model server ms (parse + tensors) "
              "| total ms | total / serving_uint8 |", "|---|---|---|---|---|---|"]
     for signature, row in results.items():
         total = row["gateway_ms"] + row["server_ms"]

@@ -36,14 +36,17 @@ def test_quick_run_measures_every_row_without_errors(tmp_path):
     assert f"model server flags: {threads}" in proc.stdout
     figures = json.loads(out.read_text())
     rows = figures["rows"]
-    for key in ("model", "model_server", "gateway", "tutorial", "model_server_batching", "gateway_batching"):
+    for key in ("model", "model_server", "gateway", "tutorial", "v2_binary", "v2_json", "model_server_batching",
+                "gateway_batching"):
         assert "error" not in rows[key], rows[key]
-    for key in ("model_server", "gateway", "tutorial", "model_server_batching", "gateway_batching"):
+    for key in ("model_server", "gateway", "tutorial", "v2_binary", "v2_json", "model_server_batching",
+                "gateway_batching"):
         for clients, level in rows[key]["levels"].items():
             assert level["errors"] == 0 and level["requests_ok"] > 0, (key, clients, level)
     # test that the CPU each process spent per image at 16 clients is recorded and adds up
     assert rows["model"]["best_cpu_ms_per_img"] > 0
-    for key in ("model_server", "gateway", "tutorial", "model_server_batching", "gateway_batching"):
+    for key in ("model_server", "gateway", "tutorial", "v2_binary", "v2_json", "model_server_batching",
+                "gateway_batching"):
         cpu = rows[key]["cpu"]
         roles = {"model server", "client"} | ({"gateway"} if key.startswith("gateway") else set())
         assert set(cpu["ms_per_img"]) == roles, (key, cpu)
@@ -55,7 +58,7 @@ def test_quick_run_measures_every_row_without_errors(tmp_path):
     names = {p["name"] for p in figures["processes"]}
     assert {"bare process (same SavedModel)", "model server", "gateway worker (max)"} <= names
     # test that the printed report has the table and a verdict for every target
-    assert "| gateway (gunicorn) |" in proc.stdout
+    assert "| gateway (gunicorn) |" in proc.stdout and "| model server v2 (binary uint8) |" in proc.stdout
     assert proc.stdout.count("PASS") + proc.stdout.count("FAIL") == 5, proc.stdout
 
 
@@ -107,12 +110,18 @@ def test_wire_measures_each_signature_with_the_projects_code(capsys):
 
     pixels = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
     results = wire.measure(pixels, rounds=3)
-    assert list(results) == ["serving_uint8", "serving_bytes", "serving_default"]
+    assert list(results) == ["serving_uint8", "serving_bytes", "serving_default", "v2 serving_uint8 (binary)",
+                             "v2 serving_bytes (binary)", "v2 serving_default (binary)", "v2 serving_default (JSON)"]
     # Same envelope (both signature names have 13 letters); base64 of 1 byte per value against 4.
     values = 24 * 20 * 3
     uint8_body, float_body = (round(results[s]["body_kb"] * 1000) for s in ("serving_uint8", "serving_bytes"))
     assert uint8_body > values * 4 // 3 and float_body - uint8_body == values * 4 * 4 // 3 - values * 4 // 3
     assert all(row["gateway_ms"] > 0 and row["server_ms"] > 0 for row in results.values())
+    # v2 binary: the raw bytes (plus a 4-byte length per BYTES element) after the same JSON header size.
+    v2_uint8, v2_bytes, v2_float = (round(results[f"v2 {s} (binary)"]["body_kb"] * 1000)
+                                    for s in ("serving_uint8", "serving_bytes", "serving_default"))
+    assert v2_bytes - v2_uint8 == values * 3 and v2_uint8 > values
+    assert results["v2 serving_default (JSON)"]["body_kb"] > results["v2 serving_default (binary)"]["body_kb"]
     assert wire.main(["--size", "16", "--rounds", "2"]) == 0
     table = capsys.readouterr().out
     assert "at 16x16, 2 rounds" in table and "| serving_uint8 |" in table and "| 1.0x |" in table
