@@ -18,7 +18,7 @@ import orjson
 from model_server import v2_codec, v2_routing
 from model_server.errors import NotFound, ServingError, error_body
 from model_server.repository import STATE_AVAILABLE, STATE_END, ModelRepository
-from model_server.rest_server import ApiResponse, SubmitFn, run_before_deadline
+from model_server.rest_server import MAX_BODY_BYTES, ApiResponse, SubmitFn, run_before_deadline
 from serving_contract.export import SERVING_DEFAULT
 
 SERVER_NAME = "model_server"
@@ -131,6 +131,7 @@ class V2Api:
 
     def _infer(self, request: v2_routing.V2Request, body: bytes, headers: Mapping[str, str], started: float,
                response: ApiResponse) -> None:
+        body = v2_codec.decode_content(body, headers.get("Content-Encoding"), MAX_BODY_BYTES)
         parsed = v2_codec.parse_infer_request(body, headers.get(v2_codec.HEADER_LENGTH_HEADER))
         with self._repository.acquire(request.name, request.version) as handle:
             response.version = str(handle.version)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -147,6 +148,25 @@ def metadata_tensors(specs: Mapping[str, TensorSpec]) -> list[dict[str, Any]]:
 
 
 # -- requests ----------------------------------------------------------------------------------------
+
+
+def decode_content(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """The request body after its ``Content-Encoding`` (gzip or deflate, as tritonclient can send),
+    at most ``limit`` bytes once decompressed; InvalidArgument for another encoding or a bad stream."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidArgument(f"Unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or none")
+    # wbits: 16 + MAX_WBITS reads a gzip wrapper, MAX_WBITS a zlib one ("deflate" in HTTP is zlib).
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    try:
+        data = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidArgument(f"Request body is not valid {encoding} data: {exc}") from None
+    if len(data) > limit:
+        raise InvalidArgument(f"Request body is over {limit} bytes once decompressed")
+    return data
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

@@ -6,7 +6,9 @@ Expected binary layouts come from tritonclient (a client nobody here wrote): its
 
 from __future__ import annotations
 
+import gzip
 import struct
+import zlib
 
 import numpy as np
 import orjson
@@ -15,7 +17,7 @@ import pytest
 from model_server.tensor_types import TensorSpec
 from model_server.errors import InvalidArgument
 from model_server.v2_codec import (TF_DTYPES, InferRequest, RequestedOutput, check_inputs, check_outputs, classify,
-                                   encode_infer_response, metadata_tensors, parse_infer_request)
+                                   decode_content, encode_infer_response, metadata_tensors, parse_infer_request)
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in requirements.txt")
 
@@ -237,3 +239,20 @@ def test_non_utf8_bytes_need_binary_output():
     request = InferRequest({}, {}, outputs=[RequestedOutput("s")])
     with pytest.raises(InvalidArgument, match="not UTF-8 text; request it with 'binary_data': true"):
         encode_infer_response("m", "1", request, {"s": np.array([b"\xff"], dtype=object)})
+
+
+@pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress),
+                                                 (None, lambda data: data), ("identity", lambda data: data)])
+def test_compressed_bodies(encoding, compress):
+    body = b'{"inputs": []}' * 10
+    assert decode_content(compress(body), encoding, 1000) == body
+
+
+@pytest.mark.parametrize("body, encoding, message", [
+    (b"x", "br", "Unsupported Content-Encoding 'br'"),
+    (b"not gzip", "gzip", "not valid gzip data"),
+    (gzip.compress(b"0" * 2000), "gzip", "over 1000 bytes once decompressed"),
+])
+def test_bad_compressed_bodies(body, encoding, message):
+    with pytest.raises(InvalidArgument, match=message):
+        decode_content(body, encoding, 1000)

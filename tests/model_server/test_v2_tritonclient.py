@@ -126,10 +126,12 @@ def test_classification_with_export_labels(client, images, binary):
         assert [t.split(":", 1)[1] for t in texts] == [f"{i}:{LABELS[i]}" for i in best]
 
 
-def test_spec_example_with_binary_inputs(client):
+@pytest.mark.parametrize("compression", [None, "gzip", "deflate"])
+def test_spec_example_with_binary_inputs(client, compression):
     input0, input1 = np.array([[1, 2], [3, 4]], dtype=np.uint32), np.array([True, False, True])
     result = client.infer("spec_example", [infer_input("input0", input0, "UINT32"),
-                                           infer_input("input1", input1, "BOOL")])
+                                           infer_input("input1", input1, "BOOL")],
+                          request_compression_algorithm=compression)
     column = input1.astype(np.float32) * input0.sum()
     np.testing.assert_array_equal(result.as_numpy("output0"), np.stack([column, column + 0.5], axis=1))
 
