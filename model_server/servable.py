@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from model_server import errors
-from model_server.codec import TensorSpec
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError
+from model_server.tensor_types import TensorSpec
 
 log = logging.getLogger(__name__)
 
