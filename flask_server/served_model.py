@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from contextlib import AbstractContextManager
 from typing import Any, TypedDict
 
 import numpy as np
@@ -56,7 +55,7 @@ class ServedModel:
 
     def __init__(self, spec: ModelSpec, labels: list[Label], client: ModelServerTransport,
                  max_pixels: int = DEFAULT_MAX_PIXELS,
-                 decode_slots: AbstractContextManager[Any] | None = None) -> None:
+                 decode_slots: contextlib.AbstractContextManager[Any] | None = None) -> None:
         self.spec = spec
         self.labels = labels
         self.client = client

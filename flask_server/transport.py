@@ -10,7 +10,7 @@ transport per model server and hands it to every model served from there.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class EncodedBatch:
     size: int
 
 
+@runtime_checkable
 class ModelServerTransport(Protocol):
     """How the gateway talks to one model server. Implement every member to add a transport.
 
