@@ -36,8 +36,9 @@ from flask_server.preprocess import load_pixels
 from flask_server.wire_format import encode_predict_request, model_input
 from model_server.predict_codec import parse_predict_body, request_to_tensors
 from model_server.tensor_types import TensorSpec
+from serving_contract.export import SERVING_UINT8
 
-BASELINE = "serving_uint8"
+BASELINE = SERVING_UINT8
 
 
 def _server_inputs(spec: ModelSpec) -> dict[str, TensorSpec]:

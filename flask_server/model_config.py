@@ -21,17 +21,19 @@ from typing import Any
 
 from flask_server.config import ConfigError, GatewayConfig
 from flask_server.labels import IMAGENET
-from flask_server.preprocess import INTERPOLATIONS, MODES
+from flask_server.preprocess import INTERPOLATIONS
+from serving_contract.export import (DEFAULT_MODEL_NAME, INPUT_IMAGE, INPUT_PIXELS_BYTES, SERVING_BYTES,
+                                     SERVING_DEFAULT, SERVING_UINT8)
+from serving_contract.preprocessing import DEFAULT_MODE, MODES
 
 DEFAULT_ROUTE = "imageclassifier"
-DEFAULT_MODEL_NAME = "ImageClassifier"
-DEFAULT_SIGNATURE = "serving_uint8"
+DEFAULT_SIGNATURE = SERVING_UINT8
 DEFAULT_INPUT_SIZE = (299, 299)
-DEFAULT_PREPROCESSING = "tf"
+DEFAULT_PREPROCESSING = DEFAULT_MODE
 DEFAULT_INTERPOLATION = "nearest"
 DEFAULT_TOP_K = 5
-BYTES_INPUT_NAME = "pixels_bytes"
-FLOAT_INPUT_NAME = "image"
+BYTES_INPUT_NAME = INPUT_PIXELS_BYTES
+FLOAT_INPUT_NAME = INPUT_IMAGE
 # How pixels travel to the model server (ModelSpec.input_format): raw uint8 pixels in {"b64": ...},
 # scaled by the model's graph (the fast path: serving_uint8); raw float32 pixels the gateway scaled,
 # in {"b64": ...} (serving_bytes); or float JSON (serving_default).
@@ -41,9 +43,9 @@ JSON_FLOATS = "json"
 INPUT_FORMATS = (RAW_UINT8_B64, RAW_FLOAT32_B64, JSON_FLOATS)
 # The exporter's signatures (scripts/export_saved_model.py) -> (input_format, input_name) defaults.
 KNOWN_SIGNATURES = {
-    "serving_uint8": (RAW_UINT8_B64, BYTES_INPUT_NAME),
-    "serving_bytes": (RAW_FLOAT32_B64, BYTES_INPUT_NAME),
-    "serving_default": (JSON_FLOATS, FLOAT_INPUT_NAME),
+    SERVING_UINT8: (RAW_UINT8_B64, BYTES_INPUT_NAME),
+    SERVING_BYTES: (RAW_FLOAT32_B64, BYTES_INPUT_NAME),
+    SERVING_DEFAULT: (JSON_FLOATS, FLOAT_INPUT_NAME),
 }
 # Other signatures whose name ends in this take raw float32 bytes; the rest take float JSON.
 BYTES_SUFFIX = "_bytes"

@@ -22,6 +22,7 @@ from flask_server.preprocess import DEFAULT_MAX_PIXELS, ImageDecodeError, load_p
 from flask_server.transport import EncodedBatch, ModelServerTransport
 from flask_server.version_tracker import AVAILABLE, UNAVAILABLE, VersionTracker
 from flask_server.wire_format import model_input
+from serving_contract.export import is_untrained
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class ServedModel:
 
     def warning(self, version: int) -> str | None:
         """The untrained-weights warning if the version's export_info says so."""
-        return UNTRAINED_WARNING if self.export_info(version).get("weights") == "untrained" else None
+        return UNTRAINED_WARNING if is_untrained(self.export_info(version)) else None
 
     def export_info(self, version: int) -> dict[str, Any]:
         """The version's export_info, or {} when the model server has none or cannot give it now:

@@ -20,6 +20,7 @@ from flask_server.errors import BadModelServerReply, quote_reply
 from flask_server.model_config import RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
 from flask_server.preprocess import scale
 from flask_server.transport import EncodedBatch
+from serving_contract.export import OUTPUT_PROBABILITIES
 
 # TF Serving JSON keys (tensorflow_serving/util/json_tensor.cc)
 SIGNATURE_NAME_KEY = "signature_name"
@@ -28,7 +29,6 @@ PREDICTIONS_KEY = "predictions"
 B64_KEY = "b64"
 ERROR_KEY = "error"
 MODEL_VERSION_STATUS_KEY = "model_version_status"
-OUTPUT_PROBABILITIES = "probabilities"
 
 
 def model_input(spec: ModelSpec, pixels: np.ndarray) -> np.ndarray:

@@ -63,16 +63,13 @@ def test_bad_files_name_the_file_and_key(tmp_path, text, message):
     assert str(tmp_path / "models.toml") in str(info.value)
 
 
-def test_defaults_name_what_the_exporter_writes():
-    # test that the gateway's default signature and input names are the exporter's: the gateway may
-    # not import the exporter at run time (its image has no TensorFlow), so the names live twice
+def test_every_exported_signature_has_gateway_defaults():
+    # test that a signature added to the export contract cannot go without an input format here
     from flask_server import model_config as models
-    from scripts import export_saved_model as export
+    from serving_contract import export
 
-    assert models.DEFAULT_SIGNATURE == export.SERVING_UINT8
-    assert set(models.KNOWN_SIGNATURES) == {export.SERVING_UINT8, export.SERVING_BYTES, export.SERVING_DEFAULT}
-    assert models.BYTES_INPUT_NAME == export.INPUT_PIXELS_BYTES
-    assert models.FLOAT_INPUT_NAME == export.INPUT_IMAGE
+    assert set(models.KNOWN_SIGNATURES) == set(export.SIGNATURES)
+    assert models.DEFAULT_SIGNATURE in export.SIGNATURES
     assert export.SERVING_BYTES.endswith(models.BYTES_SUFFIX)
 
 
