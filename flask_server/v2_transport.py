@@ -1,4 +1,5 @@
-"""The gateway's Open Inference Protocol (KServe v2) transport: any v2 server as a model's backend.
+"""The gateway's Open Inference Protocol (KServe v2) transport (``transport.ModelServerTransport``):
+any v2 server as a model's backend.
 
 With ``protocol = "v2"`` in a model's MODELS_CONFIG table, the gateway talks to that model server
 as to Triton, KServe or MLServer (our own ``python -m model_server`` speaks it too), with the same
@@ -24,9 +25,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from flask_server.backend import (AVAILABLE, JSON_FLOATS, RAW_FLOAT32_B64, RAW_UINT8_B64, EncodedBatch,
-                                  ModelServerClient, _quote)
-from flask_server.errors import BadModelServerReply
+from flask_server.backend import ModelServerClient
+from flask_server.errors import BadModelServerReply, quote_reply
+from flask_server.model_config import JSON_FLOATS, RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
+from flask_server.transport import EncodedBatch
+from flask_server.version_tracker import AVAILABLE
+from serving_contract.export import OUTPUT_PROBABILITIES
 
 PROTOCOL = "v2"
 #: The version a server without versions is called (and reported) as.
@@ -34,7 +38,6 @@ UNVERSIONED = 0
 HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
 SIGNATURE_NAME_PARAMETER = "signature_name"
-OUTPUT_PROBABILITIES = "probabilities"
 EXPORT_INFO_KEY = "export_info"
 _LENGTH_PREFIX = struct.Struct("<I")
 # v2 datatypes the scores may come in, as little-endian numpy dtypes.
@@ -86,7 +89,7 @@ def decode_scores(content: bytes, header_length: str | None, batch_size: int, wh
             offsets[output["name"]] = (offset, size)
             offset += size or 0
     except (ValueError, TypeError, KeyError, AttributeError):
-        raise BadModelServerReply(f"{where}: the inference response is not a v2 response: {_quote(content)}",
+        raise BadModelServerReply(f"{where}: the inference response is not a v2 response: {quote_reply(content)}",
                                   detail) from None
     named = [o for o in outputs if o.get("name") == OUTPUT_PROBABILITIES]
     if not named and len(outputs) != 1:
@@ -122,7 +125,7 @@ def _versions(reply: dict[str, Any], name: str, detail: str) -> list[int]:
     try:
         numbers = sorted(int(v) for v in versions)
     except (TypeError, ValueError):
-        raise BadModelServerReply(f"model server: model {name!r} has non-integer versions: {_quote(versions)}",
+        raise BadModelServerReply(f"model server: model {name!r} has non-integer versions: {quote_reply(versions)}",
                                   detail) from None
     return numbers or [UNVERSIONED]
 
@@ -149,11 +152,12 @@ class V2Client(ModelServerClient):
         metadata = {EXPORT_INFO_KEY: reply[EXPORT_INFO_KEY]} if isinstance(reply.get(EXPORT_INFO_KEY), dict) else {}
         return {"model_spec": {"name": name, "version": str(version)}, "metadata": metadata}
 
-    def encode(self, spec, batch: np.ndarray) -> V2EncodedBatch:
+    def encode(self, spec: ModelSpec, batch: np.ndarray) -> V2EncodedBatch:
         """The v2 inference request for ``batch`` under ``spec``'s input name, format and signature."""
         return encode_infer_request(spec.input_name, spec.input_format, spec.signature, batch)
 
-    def predict(self, spec, encoded: V2EncodedBatch, version: int, request_id: str | None = None) -> np.ndarray:
+    def predict(self, spec: ModelSpec, encoded: V2EncodedBatch, version: int,
+                request_id: str | None = None) -> np.ndarray:
         """Scores (N, classes) float32 for an ``encode``d batch, from that exact version."""
         path = _model_path(spec.model_name, version) + "/infer"
         response = self._send("POST", spec.model_name, path, encoded.body, request_id, BINARY_CONTENT_TYPE,

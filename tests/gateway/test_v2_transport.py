@@ -10,7 +10,9 @@ import pytest
 
 from flask_server.backend import ModelServerClient
 from flask_server.errors import BadModelServerReply, ModelNotAvailable, ModelServerUnavailable
-from flask_server.models import ModelSpec, model_input
+from flask_server.model_config import ModelSpec
+from flask_server.transport import ModelServerTransport
+from flask_server.wire_format import model_input
 from flask_server.v2_transport import V2Client, decode_scores, encode_infer_request
 from model_server.v2_codec import InferRequest, encode_infer_response, parse_infer_request
 from tests.gateway.conftest import TINY, TINY_SIZE, StubReply
@@ -106,5 +108,9 @@ def test_same_scores_as_the_rest_client(model_server, signature, input_format, i
     assert [s["version"] for s in rest.model_status(TINY) if s["state"] == "AVAILABLE"] == [status["version"]]
     assert v2.model_metadata(TINY)["metadata"]["export_info"] == rest.model_metadata(TINY)["metadata"]["export_info"]
     scores = v2.predict(spec, v2.encode(spec, batch), version)
-    np.testing.assert_allclose(scores, rest.predict(spec, batch, version), rtol=1e-6)
+    np.testing.assert_allclose(scores, rest.predict(spec, rest.encode(spec, batch), version), rtol=1e-6)
     assert scores.shape == (3, 10)
+
+
+def test_implements_the_transport_interface():
+    assert isinstance(V2Client("http://127.0.0.1:1"), ModelServerTransport)
