@@ -48,6 +48,8 @@ def test_example_file_loads_and_documents_the_defaults():
     ("[models.m]\ninput_format = 'png'\n", r"models\.m\.input_format"),
     ("[models.m]\njpeg_draft = 1\n", r"models\.m\.jpeg_draft: expected true or false"),
     ("[models.m]\ntop_k = 0\n", r"models\.m\.top_k"),
+    ("[models.m]\nprotocol = 'grpc'\n", r"models\.m\.protocol: expected one of rest, v2, got 'grpc'"),
+    ("[models.m]\nprotocol = 'v2'\nversion_label = 'stable'\n", r"models\.m\.version_label: version labels are"),
     ("[models.m]\ntop_k = true\n", r"models\.m\.top_k"),
     ("[models.m]\nmodel_server_url = 'ms:9000'\n", r"models\.m\.model_server_url: expected an http"),
     ("[models.m]\nmodel_name = 'a/b'\n", r"models\.m\.model_name"),
