@@ -41,11 +41,6 @@ RAW_UINT8_B64 = "raw_uint8_b64"
 RAW_FLOAT32_B64 = "raw_float32_b64"
 JSON_FLOATS = "json"
 INPUT_FORMATS = (RAW_UINT8_B64, RAW_FLOAT32_B64, JSON_FLOATS)
-# How the gateway talks to the model server (ModelSpec.protocol): TF Serving's REST API (/v1), or the
-# Open Inference Protocol (KServe v2: Triton, KServe, MLServer, and our model server's /v2).
-PROTOCOL_REST = "rest"
-PROTOCOL_V2 = "v2"
-PROTOCOLS = (PROTOCOL_REST, PROTOCOL_V2)
 # The exporter's signatures (scripts/export_saved_model.py) -> (input_format, input_name) defaults.
 KNOWN_SIGNATURES = {
     SERVING_UINT8: (RAW_UINT8_B64, BYTES_INPUT_NAME),
@@ -55,6 +50,11 @@ KNOWN_SIGNATURES = {
 # Other signatures whose name ends in this take raw float32 bytes; the rest take float JSON.
 BYTES_SUFFIX = "_bytes"
 UNTRAINED_WARNING = "model has untrained weights: predictions are meaningless"
+# How the gateway talks to a model server: TF Serving's REST API (/v1), or the Open Inference
+# Protocol (KServe v2: Triton, KServe, MLServer, and our model server's /v2; v2_transport.py).
+PROTOCOL_REST = "rest"
+PROTOCOL_V2 = "v2"
+PROTOCOLS = (PROTOCOL_REST, PROTOCOL_V2)
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -65,6 +65,7 @@ class ModelSpec:
 
     route: str
     model_server_url: str
+    protocol: str = PROTOCOL_REST
     model_name: str = DEFAULT_MODEL_NAME
     version: int | None = None
     version_label: str | None = None
@@ -77,12 +78,12 @@ class ModelSpec:
     jpeg_draft: bool = False
     labels: str = IMAGENET
     top_k: int = DEFAULT_TOP_K
-    protocol: str = PROTOCOL_REST
 
 
 # TOML key -> (python type check, description used in error messages)
 _KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "model_server_url": (str, "an http(s) URL"),
+    "protocol": (str, f"one of {', '.join(PROTOCOLS)}"),
     "model_name": (str, "a model name"),
     "version": (int, "a non-negative integer"),
     "version_label": (str, "a version label"),
@@ -95,7 +96,6 @@ _KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "jpeg_draft": (bool, "true or false"),
     "labels": (str, "\"imagenet\" or a labels file path"),
     "top_k": (int, "a positive integer"),
-    "protocol": (str, f"one of {', '.join(PROTOCOLS)}"),
 }
 
 

@@ -12,8 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
@@ -22,10 +20,10 @@ import numpy as np
 import orjson
 
 from model_server import routing, v2_routing
-from model_server.errors import (DeadlineExceeded, InvalidArgument, NotFound, ServingError, error_body,
-                                 error_json)
+from model_server.errors import InvalidArgument, NotFound, ServingError, error_body, error_json
 from model_server.example_codec import (build_examples, make_classify_response, make_regress_response,
                                         parse_example_body)
+from model_server.model_calls import SubmitFn, run_with_deadline
 from model_server.monitoring import Metrics
 from model_server.predict_codec import make_predict_response, parse_predict_body, request_to_tensors
 from model_server.repository import ModelRepository, ServableHandle
@@ -40,9 +38,6 @@ API_STATUS = "GetModelStatus"
 API_METADATA = "GetModelMetadata"
 _LISTEN_BACKLOG = 128
 
-# (servable handle, signature name, input tensors) -> future of output tensors
-SubmitFn = Callable[[ServableHandle, str, dict[str, np.ndarray]], Future]
-
 
 @dataclass
 class ApiResponse:
@@ -56,19 +51,6 @@ class ApiResponse:
     status_code: str = "OK"
     content_type: str = JSON_CONTENT_TYPE
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def run_before_deadline(submit: SubmitFn, handle: ServableHandle, signature: str, tensors: dict[str, np.ndarray],
-                        timeout_s: float, started: float) -> dict[str, np.ndarray]:
-    """Run a signature through ``submit`` (pool or batch queue); DeadlineExceeded once ``timeout_s``
-    has passed since ``started`` (time.monotonic)."""
-    remaining = timeout_s - (time.monotonic() - started)
-    future = submit(handle, signature, tensors)
-    try:
-        return future.result(timeout=max(remaining, 0.0))
-    except FutureTimeout:
-        future.cancel()  # only helps if it has not started; a running TF call cannot be stopped
-        raise DeadlineExceeded("Deadline Exceeded") from None
 
 
 class RestApi:
@@ -135,7 +117,8 @@ class RestApi:
 
     def _run(self, handle: ServableHandle, signature: str, tensors: dict[str, np.ndarray],
              started: float) -> dict[str, np.ndarray]:
-        return run_before_deadline(self._submit, handle, signature, tensors, self._timeout_s, started)
+        remaining = self._timeout_s - (time.monotonic() - started)
+        return run_with_deadline(self._submit, handle, signature, tensors, remaining)
 
 
 class ApiHandler(Protocol):
