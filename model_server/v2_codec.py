@@ -234,23 +234,15 @@ def _parse_input(raw: object, binary: bytes, offset: int) -> tuple[str, str, np.
     name = raw.get(NAME_KEY)
     if not isinstance(name, str) or not name:
         raise InvalidArgument(f"Input without a '{NAME_KEY}': {_quote(raw)}")
-    datatype = raw.get(DATATYPE_KEY)
-    if datatype not in TF_DTYPES:
-        raise InvalidArgument(f"Input '{name}' has datatype {_quote(datatype)}; expected one of "
-                              f"{', '.join(TF_DTYPES)}")
-    shape = raw.get(SHAPE_KEY)
-    if (not isinstance(shape, list)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-        raise InvalidArgument(f"Input '{name}' needs a '{SHAPE_KEY}' list of non-negative integers, "
-                              f"got {_quote(shape)}")
+    datatype, shape = raw.get(DATATYPE_KEY), raw.get(SHAPE_KEY)
+    check_tensor_header(name, datatype, shape)
     parameters = _parameters(raw, f"input '{name}'")
     size = parameters.get(BINARY_DATA_SIZE_PARAMETER)
-    count = math.prod(shape)
     if size is None:
         if DATA_KEY not in raw:
             raise InvalidArgument(f"Input '{name}' has neither '{DATA_KEY}' nor a '{BINARY_DATA_SIZE_PARAMETER}' "
                                   f"parameter")
-        return name, datatype, _json_tensor(name, datatype, shape, count, raw[DATA_KEY]), offset
+        return name, datatype, tensor_from_values(name, datatype, shape, raw[DATA_KEY]), offset
     if DATA_KEY in raw:
         raise InvalidArgument(f"Input '{name}' has both '{DATA_KEY}' and '{BINARY_DATA_SIZE_PARAMETER}'")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -260,22 +252,35 @@ def _parse_input(raw: object, binary: bytes, offset: int) -> tuple[str, str, np.
         raise InvalidArgument(f"Input '{name}' announces {size} bytes of binary data but only "
                               f"{len(binary) - offset} remain in the body")
     chunk = binary[offset:offset + size]
-    return name, datatype, _binary_tensor(name, datatype, shape, count, chunk), offset + size
+    return name, datatype, tensor_from_binary(name, datatype, shape, chunk), offset + size
 
 
-def _json_tensor(name: str, datatype: str, shape: list[int], count: int, data: object) -> np.ndarray:
-    """A tensor from JSON ``data``, flat or nested in row-major order, checked element by element."""
+def check_tensor_header(name: str, datatype: object, shape: object) -> None:
+    """InvalidArgument unless ``datatype`` is a v2 datatype and ``shape`` a list of non-negative ints."""
+    if datatype not in TF_DTYPES:
+        raise InvalidArgument(f"Input '{name}' has datatype {_quote(datatype)}; expected one of "
+                              f"{', '.join(TF_DTYPES)}")
+    if (not isinstance(shape, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise InvalidArgument(f"Input '{name}' needs a '{SHAPE_KEY}' list of non-negative integers, "
+                              f"got {_quote(shape)}")
+
+
+def tensor_from_values(name: str, datatype: str, shape: list[int], data: object) -> np.ndarray:
+    """A tensor from JSON-like ``data`` (Python values, flat or nested in row-major order), checked
+    element by element: the JSON body's ``data``, or a gRPC request's typed contents."""
+    count = math.prod(shape)
     dtype = numpy_dtype(datatype)
     if not isinstance(data, list):
         data = [data]  # a lone scalar is a one-element tensor
     if datatype == BYTES:
         flat = _flatten(data)
-        if not all(isinstance(item, str) for item in flat):
-            bad = next(item for item in flat if not isinstance(item, str))
+        if not all(isinstance(item, (str, bytes)) for item in flat):
+            bad = next(item for item in flat if not isinstance(item, (str, bytes)))
             raise InvalidArgument(f"Input '{name}' is BYTES: its data must be strings, got {_quote(bad)}")
         _check_count(name, shape, count, len(flat))
         array = np.empty(len(flat), dtype=object)
-        array[:] = [item.encode("utf-8") for item in flat]
+        array[:] = [item.encode("utf-8") if isinstance(item, str) else item for item in flat]
         return array.reshape(shape)
     try:
         values = np.array(data)
@@ -343,8 +348,9 @@ def _check_count(name: str, shape: list[int], count: int, got: int) -> None:
                               f"{got} element(s)")
 
 
-def _binary_tensor(name: str, datatype: str, shape: list[int], count: int, chunk: bytes) -> np.ndarray:
-    """A tensor from its binary data (binary extension layout)."""
+def tensor_from_binary(name: str, datatype: str, shape: list[int], chunk: bytes) -> np.ndarray:
+    """A tensor from its binary data (the binary extension's layout, also gRPC's raw contents)."""
+    count = math.prod(shape)
     if datatype == BYTES:
         elements = _split_bytes_elements(name, chunk)
         _check_count(name, shape, count, len(elements))
@@ -464,25 +470,35 @@ def _scalar_text(value: np.generic) -> str:
     return str(value.item()) if value.dtype.kind in "biu" else str(value)
 
 
+def selected_outputs(request: InferRequest, outputs: Mapping[str, np.ndarray],
+                     labels: Sequence[str] | None = None) -> list[tuple[RequestedOutput, np.ndarray]]:
+    """The outputs to answer ``request`` with: the requested ones in request order (all, by name,
+    when none were requested), each replaced by its top k when it asks for classification."""
+    requested = request.outputs if request.outputs is not None else [RequestedOutput(n) for n in sorted(outputs)]
+    selected = []
+    for wanted in requested:
+        array = np.asarray(outputs[wanted.name])
+        if wanted.classification:
+            array = classify(array, wanted.classification, labels)
+        selected.append((wanted, array))
+    return selected
+
+
 def encode_infer_response(model_name: str, model_version: str, request: InferRequest,
                           outputs: Mapping[str, np.ndarray],
                           labels: Sequence[str] | None = None) -> EncodedResponse:
     """The response to ``request`` with the model's ``outputs``: the requested ones in request order
     (all, by name, when none were requested), as JSON data or as binary data after the JSON."""
-    requested = request.outputs if request.outputs is not None else [RequestedOutput(n) for n in sorted(outputs)]
     response: dict[str, Any] = {MODEL_NAME_KEY: model_name, MODEL_VERSION_KEY: model_version}
     if request.id is not None:
         response[ID_KEY] = request.id
     tensors, chunks = [], []
-    for wanted in requested:
-        array = np.asarray(outputs[wanted.name])
-        if wanted.classification:
-            array = classify(array, wanted.classification, labels)
+    for wanted, array in selected_outputs(request, outputs, labels):
         binary = request.binary_output if wanted.binary is None else wanted.binary
         tensor: dict[str, Any] = {NAME_KEY: wanted.name, DATATYPE_KEY: datatype_of_array(array),
                                   SHAPE_KEY: list(array.shape)}
         if binary:
-            chunk = _binary_bytes(array)
+            chunk = tensor_to_binary(array)
             tensor[PARAMETERS_KEY] = {BINARY_DATA_SIZE_PARAMETER: len(chunk)}
             chunks.append(chunk)
         else:
@@ -506,7 +522,7 @@ def _json_data(name: str, array: np.ndarray) -> object:
                               f"'{BINARY_DATA_PARAMETER}': true") from None
 
 
-def _binary_bytes(array: np.ndarray) -> bytes:
+def tensor_to_binary(array: np.ndarray) -> bytes:
     """Binary extension layout: little-endian row major; BYTES as length-prefixed elements."""
     if datatype_of_array(array) == BYTES:
         parts = []

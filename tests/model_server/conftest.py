@@ -10,11 +10,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from model_server.repository import STATE_AVAILABLE, STATE_LOADING, ModelRepository
+from model_server.servable import load_servable
 from scripts.processes import REPO_ROOT
+from serving_contract.export import read_export_info, write_export_info
 from tests.support.tiny_models import export_tiny_classifier
 
 TINY_INPUT = (32, 32)
@@ -122,6 +126,23 @@ def model_paths(tmp_path_factory) -> dict[str, Path]:
     export_half_plus_two(root / "half_plus_two" / "1")
     export_slow_model(root / "slow" / "1")
     return {"tiny": root / "tiny", "half_plus_two": root / "half_plus_two", "slow": root / "slow"}
+
+
+TINY_LABELS = [f"class-{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="session")
+def v2_repository(model_paths, spec_example_path, tmp_path_factory):
+    """Loaded in this process: spec_example, tiny v1 and v2, labelled (tiny v1 with labels), loading (LOADING)."""
+    repo = ModelRepository()
+    labelled = tmp_path_factory.mktemp("labelled") / "1"
+    shutil.copytree(model_paths["tiny"] / "1", labelled)
+    write_export_info(labelled, {**read_export_info(labelled), "labels": TINY_LABELS})
+    for name, version, path in [("spec_example", 1, spec_example_path / "1"), ("tiny", 1, model_paths["tiny"] / "1"),
+                                ("tiny", 2, model_paths["tiny"] / "2"), ("labelled", 1, labelled)]:
+        repo.set_state(name, version, STATE_AVAILABLE, load_servable(name, version, path, warm_up=False))
+    repo.set_state("loading", 1, STATE_LOADING)
+    return repo
 
 
 @pytest.fixture(scope="session")

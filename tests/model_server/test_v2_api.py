@@ -7,7 +7,6 @@ inference_rest.md and Triton's binary data and classification documents are sent
 
 from __future__ import annotations
 
-import shutil
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -16,12 +15,9 @@ import numpy as np
 import orjson
 import pytest
 
-from model_server.repository import STATE_AVAILABLE, STATE_LOADING, ModelRepository
 from model_server.rest_server import RestApi
-from model_server.servable import load_servable
 from model_server.v2_api import V2Api, export_labels, server_version
-from serving_contract.export import read_export_info, write_export_info
-from tests.model_server.conftest import TINY_INPUT
+from tests.model_server.conftest import TINY_INPUT, TINY_LABELS
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -67,24 +63,11 @@ CLASSIFICATION_REQUEST = b"""{
     }
   ]
 }"""
-TINY_LABELS = [f"class-{i}" for i in range(10)]
 
 
 @pytest.fixture(scope="module")
-def repository(model_paths, spec_example_path, tmp_path_factory):
-    repo = ModelRepository()
-    labelled = tmp_path_factory.mktemp("labelled") / "1"
-    shutil.copytree(model_paths["tiny"] / "1", labelled)
-    write_export_info(labelled, {**read_export_info(labelled), "labels": TINY_LABELS})
-    for name, version, path in [("spec_example", 1, spec_example_path / "1"), ("tiny", 1, model_paths["tiny"] / "1"),
-                                ("tiny", 2, model_paths["tiny"] / "2"), ("labelled", 1, labelled)]:
-        repo.set_state(name, version, STATE_AVAILABLE, load_servable(name, version, path, warm_up=False))
-    repo.set_state("loading", 1, STATE_LOADING)
-    return repo
-
-
-@pytest.fixture(scope="module")
-def apis(repository):
+def apis(v2_repository):
+    repository = v2_repository
     with ThreadPoolExecutor(2) as pool:
         def submit(handle, signature, tensors):
             return pool.submit(partial(handle.servable.run, signature), tensors)
