@@ -21,7 +21,7 @@ import pytest
 from scripts import download_inceptionv3_model as download
 from scripts.export_saved_model import read_model_info
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "download_inceptionv3_model.py"
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from flask_server.preprocess import (ImageDecodeError, ImageTooLargeError, decode_image, load_and_preprocess,
                                      load_pixels, preprocess, scale)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEST_IMAGES = REPO / "test_images"
 PHOTOS = sorted(p for p in TEST_IMAGES.iterdir() if p.suffix in (".jpg", ".png"))
 SIZE = (299, 299)
