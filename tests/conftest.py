@@ -20,6 +20,8 @@ import pytest
 from tests.support.processes import ServerProcess, launch_model_server
 
 E2E = "e2e"
+# Fixtures that start processes: a test using one (even through another fixture) is e2e by that alone.
+PROCESS_FIXTURES = {"model_server_factory", "launched", "redis_url"}
 SERVER_BINARIES = {"redis-server", "chromium", "chromium-browser", "gunicorn", "flask", "tensorflow_model_server"}
 
 
@@ -61,6 +63,13 @@ def _guarded_execute_child(self, args, *rest, **kwargs):
         raise RuntimeError(f"{item.nodeid} starts a process ({args!r:.200}) but is not marked "
                            "@pytest.mark.e2e: mark it, so that make test-fast leaves it out")
     return _execute_child(self, args, *rest, **kwargs)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark e2e every test that depends on a fixture starting a process."""
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 def pytest_configure(config: pytest.Config) -> None:

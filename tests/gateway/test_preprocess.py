@@ -268,6 +268,7 @@ def test_max_pixels_checked_before_decoding():
     assert decode_image(data, max_pixels=1411 * 1411).size == (1411, 1411)
 
 
+@pytest.mark.e2e
 def test_gateway_modules_import_without_tensorflow():
     code = ("import flask_server.preprocess, flask_server.labels, sys; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "

@@ -284,10 +284,3 @@ def run_clients(n: int, call: Callable[[requests.Session], requests.Response], s
         thread.start()
     return threads, results
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every reliability test runs against the processes above: all of them are e2e."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.e2e)

@@ -150,6 +150,7 @@ def test_probes_answer_while_backends_hang(fault_gateway, good_png):
 # --- the model server dies and comes back ----------------------------------------------------------
 
 # SIGKILL, then a restart on the same port: the SAME gateway process serves again by itself.
+@pytest.mark.e2e
 def test_gateway_recovers_after_model_server_is_killed_and_restarted(fault_gateway, launched, good_png):
     ready(launched.restartable)
     predict_ok(fault_gateway.url, good_png, "restartable")
