@@ -53,7 +53,8 @@ class AutoCmd:
                                       stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         for line in self.popen.stdout:
@@ -79,6 +80,10 @@ class AutoCmd:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             self.popen.wait(EXIT_TIMEOUT)
+        self._reader.join(5)  # it reads to EOF, then the pipes can be closed
+        for pipe in (self.popen.stdout, self.popen.stdin):
+            if pipe is not None:
+                pipe.close()
 
 
 def port_closed(port: int) -> bool:
