@@ -6,13 +6,12 @@ the servable itself; the expected messages are TF Serving's.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from model_server import errors
-from model_server.servable import Signature, load_servable, read_export_info, read_meta_graph, translate_tf_errors
+from model_server.servable import Signature, load_servable, read_meta_graph, translate_tf_errors
+from serving_contract.export import read_export_info
 from tests.model_server.conftest import TINY_INPUT
 from tests.support.tiny_models import build_tiny_classifier
 
@@ -62,7 +61,7 @@ def test_metadata_names_the_version_and_carries_the_export_info(tiny, model_path
     assert set(signature_defs) >= set(tiny.signatures)
     image = signature_defs["serving_default"]["inputs"]["image"]
     assert image["dtype"] == "DT_FLOAT" and [d["size"] for d in image["tensor_shape"]["dim"]] == ["-1", "32", "32", "3"]
-    written = json.loads((model_paths["tiny"] / "1" / "assets.extra" / "export_info.json").read_text())
+    written = read_export_info(model_paths["tiny"] / "1")
     assert metadata["metadata"]["export_info"] == written == tiny.export_info
 
 
@@ -149,14 +148,6 @@ def test_wrong_tags_name_the_available_ones(model_paths):
         load_servable("tiny", 1, model_paths["tiny"] / "1", tags=("serve", "gpu"), warm_up=False)
     assert "Could not find meta graph def matching supplied tags: { gpu serve }" in caught.value.message
     assert "Available tag-sets: [['serve']]" in caught.value.message
-
-
-@pytest.mark.parametrize("content", [None, "{not json", "[1, 2]"])
-def test_export_info_absent_or_unreadable_is_none(tmp_path, content):
-    if content is not None:
-        (tmp_path / "assets.extra").mkdir()
-        (tmp_path / "assets.extra" / "export_info.json").write_text(content)
-    assert read_export_info(tmp_path) is None
 
 
 def test_tensorflow_errors_keep_their_canonical_code():
