@@ -81,17 +81,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item):
-    # Setup starts the fixtures (session-scoped servers included), so the rule covers them too.
-    _running["item"] = item
-    try:
-        yield
-    finally:
-        _running["item"] = None
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item):
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    # Around setup too: that is where fixtures (session-scoped servers included) start processes.
     _running["item"] = item
     try:
         yield
