@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts import auto_cmd, processes
+from scripts import auto_cmd
 from tests.support.processes import REPO_ROOT, free_port
 from tests.support.tiny_models import export_tiny_classifier
 
