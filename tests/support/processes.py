@@ -1,14 +1,14 @@
 """Real server processes for end-to-end tests: 127.0.0.1, ephemeral ports, bounded waits.
 
-Typical use::
+Typical use in a test (``model_server_factory`` is tests/conftest.py's fixture over
+``launch_model_server``; it also stops whatever a test forgot to stop)::
 
-    with launch_model_server(model_name="tiny", model_base_path=path) as ms:
+    with model_server_factory(model_name="tiny", model_base_path=path) as ms:
         requests.get(ms.url + "/v1/models/tiny")
     with start_gateway({"MODEL_SERVER_URL": ms.url}) as gw:
         requests.get(gw.url + "/healthz")
 
-Tests do not call ``launch_model_server`` themselves: they ask for the ``model_server_factory``
-fixture (tests/conftest.py), which stops whatever a test forgot to stop. Thin wrappers over
+Thin wrappers over
 scripts/processes.py, so the tests start, wait for and stop the servers with the same code and
 command lines as ``make run`` (the gateway with flask_server/gunicorn.conf.py).
 """
