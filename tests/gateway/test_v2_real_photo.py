@@ -14,9 +14,9 @@ import requests
 
 from scripts.processes import REPO_ROOT
 from tests.gateway.conftest import TEST_IMAGES, TEST_RATE_LIMITS
-from tests.support.processes import start_gateway, start_model_server
+from tests.support.processes import start_gateway
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.e2e]
 
 WEIGHTS = REPO_ROOT.parent / "shared" / "models" / "mobilenet_v2" / "mobilenet_v2_1.0_224_imagenet.weights.h5"
 MODEL = "mobilenet_v2"
@@ -25,7 +25,7 @@ KNOWN_TOP_1 = {"chelsea.jpg": "n02124075", "coffee.png": "n07920052"}
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
+def gateway(tmp_path_factory, model_server_factory):
     if not WEIGHTS.is_file():
         pytest.skip(f"real MobileNetV2 weights not found at {WEIGHTS}")
     import keras
@@ -38,7 +38,7 @@ def gateway(tmp_path_factory):
     config = root / "models.toml"
     config.write_text("".join(f'[models.{protocol}]\nmodel_name = "{MODEL}"\ninput_size = [224, 224]\n'
                               f'protocol = "{protocol}"\n' for protocol in ("rest", "v2")))
-    with start_model_server(MODEL, root / MODEL) as model_server, \
+    with model_server_factory(model_name=MODEL, model_base_path=root / MODEL) as model_server, \
             start_gateway({"MODEL_SERVER_URL": model_server.url, "MODELS_CONFIG": str(config),
                            "GATEWAY_RATE_LIMITS": TEST_RATE_LIMITS}, wait_path="/readyz") as gateway_process:
         yield gateway_process

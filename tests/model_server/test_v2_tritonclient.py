@@ -16,7 +16,6 @@ import requests
 
 from serving_contract.export import read_export_info, write_export_info
 from tests.model_server.conftest import TFS_TESTDATA, TINY_INPUT, model_config_text, tfs_testdata
-from tests.support.processes import start_model_server
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in requirements.txt")
 from tritonclient.utils import InferenceServerException  # noqa: E402 (after the skip)
@@ -28,7 +27,7 @@ HALF_PLUS_TWO_INPUT = np.array([[1.0], [2.0], [5.0]], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
-def server(model_paths, spec_example_path, tmp_path_factory):
+def server(model_paths, spec_example_path, tmp_path_factory, model_server_factory):
     root = tmp_path_factory.mktemp("v2_models")
     shutil.copytree(model_paths["tiny"] / "1", root / "labelled" / "1")
     labelled = root / "labelled" / "1"
@@ -39,8 +38,8 @@ def server(model_paths, spec_example_path, tmp_path_factory):
     config = root / "models.config"
     config.write_text(model_config_text(models, extra={
         "tiny": "model_version_policy { specific { versions: 1 versions: 2 } }"}))
-    with start_model_server(extra_args=[f"--model_config_file={config}", "--rest_api_host=127.0.0.1"],
-                            wait_for="tiny") as process:
+    with model_server_factory(extra_args=[f"--model_config_file={config}", "--rest_api_host=127.0.0.1"],
+                              wait_for="tiny") as process:
         yield process
 
 
