@@ -1,4 +1,7 @@
-"""Models the model-server tests export themselves (never /work/shared), and a server config helper.
+"""Models the model-server tests export themselves, and a server config helper.
+
+TF Serving's own test models are only read in place beside the checkout (``tfs_testdata``, which
+skips a test where they are absent); everything below is exported by the tests:
 
 * ``tiny``: our exporter's Keras classifier (signatures ``serving_default`` and ``serving_bytes``),
   versions 1 and 2 with different weights.
@@ -6,6 +9,7 @@
   ``regress_x_to_y`` signatures taking serialized tf.Example (method names classify/regress).
 * ``slow``: sleeps for the number of seconds it is given (deadline and graceful-shutdown tests).
 * ``spec_example``: the model of the Open Inference Protocol's worked examples (v2 tests).
+* ``v2_repository``: some of them loaded in this process, for the v2 API tests without a socket.
 """
 
 from __future__ import annotations
