@@ -27,7 +27,7 @@ from serving_contract.export import LABELS_ASSET_PATH, UNTRAINED_WEIGHTS, read_e
 from serving_contract.labels import imagenet_labels, labels_from_info, parse_labels_text
 from serving_contract.versions import latest_version
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WRAPPER = REPO / "scripts" / "download_inceptionv3_model.py"
 LISTED_MODELS = ("InceptionV3", "MobileNetV2", "ResNet50", "EfficientNetB0", "DenseNet121", "ConvNeXtTiny")
 # Independent of the table: the mode each model's keras.applications.<module>.preprocess_input applies.
@@ -42,6 +42,7 @@ def run_main(main, *args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.e2e
 def test_default_without_network_fails_fast(tmp_path):
     if download_model.weights_host_reachable(inception_download.INCEPTION_V3.weights_url, 3):
         pytest.skip("this machine can reach the weights host; the test is about offline machines")
