@@ -110,6 +110,7 @@ def downloads(tmp_path_factory):
     return get
 
 
+@pytest.mark.applications
 @pytest.mark.parametrize("name", LISTED_MODELS)
 def test_untrained_model_saved_loadable_with_its_sidecar(downloads, name):
     import keras
@@ -124,6 +125,7 @@ def test_untrained_model_saved_loadable_with_its_sidecar(downloads, name):
     assert not [p.name for p in output.parent.iterdir() if p.name.startswith(".")]  # no partial files left
 
 
+@pytest.mark.applications
 @pytest.mark.parametrize("name", ["MobileNetV2", "EfficientNetB0"])
 def test_downloaded_model_exports_with_imagenet_labels(downloads, name, tmp_path):
     output, _ = downloads(name)
@@ -138,6 +140,7 @@ def test_downloaded_model_exports_with_imagenet_labels(downloads, name, tmp_path
     assert parse_labels_text((version_dir / LABELS_ASSET_PATH).read_text()) == list(imagenet_labels())
 
 
+@pytest.mark.applications
 def test_weights_from_local_file(downloads, tmp_path):
     import keras
 
@@ -156,6 +159,7 @@ def test_weights_from_local_file(downloads, tmp_path):
 
 
 # Keras warns about each layer it cannot match before it gives up; the error is what this test is about.
+@pytest.mark.applications
 @pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")
 def test_wrong_weights_file_is_a_clear_error(downloads, tmp_path):
     import keras
