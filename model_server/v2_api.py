@@ -10,6 +10,7 @@ version, 503 not ready / queue full, 504 deadline.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from model_server.repository import STATE_AVAILABLE, STATE_END, ModelRepository
 from model_server.model_calls import SubmitFn, run_with_deadline
 from model_server.rest_server import MAX_BODY_BYTES, ApiResponse
 from serving_contract.export import SERVING_DEFAULT
+from serving_contract.labels import LabelsError, labels_from_info
+
+log = logging.getLogger(__name__)
 
 SERVER_NAME = "model_server"
 PACKAGE_NAME = "keras-and-tensorflow-serving"
@@ -33,8 +37,6 @@ PLATFORM = "tensorflow_savedmodel"
 EXTENSIONS = ("binary_tensor_data", "classification")
 # Our extension of model metadata, as on /v1: the exporter's export_info, when the version has one.
 EXPORT_INFO_KEY = "export_info"
-# Where an export carries its class labels, until the export contract (serving_contract) names it.
-LABELS_KEY = "labels"
 LIVE_KEY = "live"
 READY_KEY = "ready"
 API_NAMES = {v2_routing.MODEL_METADATA: "v2_metadata", v2_routing.MODEL_READY: "v2_ready",
@@ -50,16 +52,15 @@ def server_version() -> str:
 
 
 def export_labels(export_info: Mapping[str, Any] | None) -> list[str] | None:
-    """Class labels carried by an export (``export_info["labels"]``), for the classification extension.
-
-    Accepts a list of strings, or of objects with a ``"label"`` string; None when the export has
-    no usable labels (then classification answers ``"value:index"`` only).
-    """
-    raw = (export_info or {}).get(LABELS_KEY)
-    if not isinstance(raw, list):
+    """The class names an export carries (``serving_contract.labels``), for the classification
+    extension; None when it has none, or unreadable ones (logged): then classification answers
+    ``"value:index"`` only, as Triton does for a model without labels."""
+    try:
+        labels = labels_from_info(export_info)
+    except LabelsError as exc:
+        log.warning("Ignoring the export's labels for classification: %s", exc)
         return None
-    labels = [item.get("label") if isinstance(item, dict) else item for item in raw]
-    return labels if all(isinstance(label, str) for label in labels) else None
+    return None if labels is None else [label for _, label in labels]
 
 
 @dataclass(frozen=True)

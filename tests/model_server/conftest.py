@@ -23,6 +23,7 @@ from model_server.repository import STATE_AVAILABLE, STATE_LOADING, ModelReposit
 from model_server.servable import load_servable
 from scripts.processes import REPO_ROOT
 from serving_contract.export import read_export_info, write_export_info
+from serving_contract.labels import labels_to_info
 from tests.support.tiny_models import export_tiny_classifier
 
 TINY_INPUT = (32, 32)
@@ -141,7 +142,8 @@ def v2_repository(model_paths, spec_example_path, tmp_path_factory):
     repo = ModelRepository()
     labelled = tmp_path_factory.mktemp("labelled") / "1"
     shutil.copytree(model_paths["tiny"] / "1", labelled)
-    write_export_info(labelled, {**read_export_info(labelled), "labels": TINY_LABELS})
+    write_export_info(labelled, {**read_export_info(labelled),
+                                 "labels": labels_to_info([(f"c{i}", label) for i, label in enumerate(TINY_LABELS)])})
     for name, version, path in [("spec_example", 1, spec_example_path / "1"), ("tiny", 1, model_paths["tiny"] / "1"),
                                 ("tiny", 2, model_paths["tiny"] / "2"), ("labelled", 1, labelled)]:
         repo.set_state(name, version, STATE_AVAILABLE, load_servable(name, version, path, warm_up=False))

@@ -216,10 +216,11 @@ def test_classification_uses_the_labels_inside_the_export(api, images):
         np.testing.assert_allclose([float(t.split(":")[0]) for t in texts], row[best], rtol=1e-6)
 
 
-def test_export_labels_hook():
-    assert export_labels({"labels": ["a", "b"]}) == ["a", "b"]
-    assert export_labels({"labels": [{"wnid": "n1", "label": "tench"}]}) == ["tench"]
-    assert export_labels({"labels": "a.txt"}) is None and export_labels(None) is None
+def test_export_labels_come_from_the_export_contract():
+    assert export_labels({"labels": [{"id": "n1", "label": "tench"}, {"id": "n2", "label": "goldfish"}]}) == [
+        "tench", "goldfish"]
+    assert export_labels({"weights": "untrained"}) is None and export_labels(None) is None
+    assert export_labels({"labels": ["not", "pairs"]}) is None  # malformed: logged, classification without labels
 
 
 @pytest.mark.parametrize("body, status, message", [

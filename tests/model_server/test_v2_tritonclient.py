@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from serving_contract.export import read_export_info, write_export_info
+from serving_contract.labels import labels_to_info
 from tests.model_server.conftest import TFS_TESTDATA, TINY_INPUT, model_config_text, tfs_testdata
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in requirements.txt")
@@ -31,7 +32,8 @@ def server(model_paths, spec_example_path, tmp_path_factory, model_server_factor
     root = tmp_path_factory.mktemp("v2_models")
     shutil.copytree(model_paths["tiny"] / "1", root / "labelled" / "1")
     labelled = root / "labelled" / "1"
-    write_export_info(labelled, {**read_export_info(labelled), "labels": LABELS})
+    write_export_info(labelled, {**read_export_info(labelled),
+                                 "labels": labels_to_info([(f"w{i}", label) for i, label in enumerate(LABELS)])})
     models = {"tiny": model_paths["tiny"], "labelled": root / "labelled", "spec_example": spec_example_path}
     if (TFS_TESTDATA / "half_plus_two").is_dir():
         models["half_plus_two"] = TFS_TESTDATA / "half_plus_two"
