@@ -254,3 +254,9 @@ def test_compressed_bodies(encoding, compress):
 def test_bad_compressed_bodies(body, encoding, message):
     with pytest.raises(InvalidArgument, match=message):
         decode_content(body, encoding, 1000)
+
+
+def test_fp16_as_json_numbers():
+    body = b'{"inputs":[{"name":"x","shape":[2],"datatype":"FP16","data":[1.5,-2]}]}'
+    got = parse_infer_request(body).inputs["x"]
+    assert got.dtype == np.float16 and got.tolist() == [1.5, -2.0]
