@@ -794,14 +794,13 @@ def _check_class_tensor(
         )
 
 
-def make_classify_response(
+def check_classify_outputs(
     classes: np.ndarray | None, scores: np.ndarray | None, num_examples: int | None = None
-) -> bytes:
-    """``{"results": [[[label, score], ...], ...]}`` from classifier outputs.
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """classifier.cc's checks of classifier outputs (for REST and gRPC); returns them as arrays.
 
-    ``classes`` is a [batch, n] string tensor, ``scores`` a [batch, n] float32
-    tensor; either may be None (label "" / score 0.0, as TF Serving). Pass
-    ``num_examples`` to have the batch size checked like classifier.cc.
+    ``classes`` is a [batch, n] string tensor, ``scores`` a [batch, n] float32 tensor; either may
+    be None. Pass ``num_examples`` to have the batch size checked too.
     """
     if classes is None and scores is None:
         raise InvalidArgument(
@@ -818,6 +817,19 @@ def make_classify_response(
             "Tensors class and score should match in dim_size(1). "
             f"Got {classes.shape[1]} vs. {scores.shape[1]}"
         )
+    return classes, scores
+
+
+def make_classify_response(
+    classes: np.ndarray | None, scores: np.ndarray | None, num_examples: int | None = None
+) -> bytes:
+    """``{"results": [[[label, score], ...], ...]}`` from classifier outputs.
+
+    ``classes`` is a [batch, n] string tensor, ``scores`` a [batch, n] float32
+    tensor; either may be None (label "" / score 0.0, as TF Serving). Pass
+    ``num_examples`` to have the batch size checked like classifier.cc.
+    """
+    classes, scores = check_classify_outputs(classes, scores, num_examples)
     batch, num_classes = (classes if classes is not None else scores).shape
     if batch == 0:
         raise InvalidArgument("Cannot convert empty ClassificationResults to JSON")
@@ -838,6 +850,14 @@ def make_classify_response(
 
 def make_regress_response(values: np.ndarray, num_examples: int | None = None) -> bytes:
     """``{"results": [v, ...]}`` from a [batch] or [batch, 1] float32 regression output."""
+    values = check_regress_output(values, num_examples)
+    if values.shape[0] == 0:
+        raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
+    return _dumps({kClassifyRegressResponseKey: _tensor_jsonable("", values.reshape(-1))})
+
+
+def check_regress_output(values: np.ndarray, num_examples: int | None = None) -> np.ndarray:
+    """regressor.cc's checks of a regression output (for REST and gRPC); returns it as an array."""
     values = np.asarray(values)
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise InvalidArgument(
@@ -850,6 +870,4 @@ def make_regress_response(values: np.ndarray, num_examples: int | None = None) -
         )
     if _enum_name_of(values) != "DT_FLOAT":
         raise InvalidArgument(f"Expected output Tensor of DT_FLOAT.  Got: {_enum_name_of(values)}")
-    if values.shape[0] == 0:
-        raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
-    return _dumps({kClassifyRegressResponseKey: _tensor_jsonable("", values.reshape(-1))})
+    return values
