@@ -35,8 +35,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      regression_pb2)
 from tensorflow_serving.apis import status_pb2
 
-from model_server import codec
 from model_server.config import ModelConfig, model_configs_from_proto
+from model_server.example_codec import check_classify_outputs, check_regress_output
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError, Unimplemented
 from model_server.model_calls import SubmitFn, run_with_deadline
 from model_server.repository import ModelRepository, ServableHandle
@@ -126,7 +126,7 @@ def _classification_result(outputs: dict[str, np.ndarray], num_examples: int,
     """classifier.cc PostProcessClassificationResult: one Classifications per example."""
     classes, scores = outputs.get(CLASSIFY_CLASSES_KEY), outputs.get(CLASSIFY_SCORES_KEY)
     # The REST encoder holds classifier.cc's shape, dtype and batch checks; run them once here too.
-    codec.check_classify_outputs(classes, scores, num_examples)
+    check_classify_outputs(classes, scores, num_examples)
     width = (classes if classes is not None else scores).shape[1]
     for row in range(num_examples):
         classifications = result.classifications.add()
@@ -142,7 +142,7 @@ def _regression_result(outputs: dict[str, np.ndarray], num_examples: int,
                        result: regression_pb2.RegressionResult) -> None:
     """regressor.cc PostProcessRegressionResult: one Regression per example."""
     values = outputs[REGRESS_OUTPUTS_KEY]
-    codec.check_regress_output(values, num_examples)
+    check_regress_output(values, num_examples)
     result.regressions.extend(regression_pb2.Regression(value=float(v)) for v in np.asarray(values).reshape(-1))
 
 
