@@ -219,10 +219,13 @@ input_size = [{TINY_1000_SIZE[0]}, {TINY_1000_SIZE[1]}]
 
 @pytest.fixture(scope="session")
 def model_server(tiny_models):
-    """ONE real model server serving both tiny models."""
-    with start_model_server(extra_args=[f"--model_config_file={tiny_models.model_config_file}"],
+    """ONE real model server serving both tiny models, over REST and gRPC (``extra["grpc_url"]``)."""
+    grpc_port = free_port()
+    with start_model_server(extra_args=[f"--model_config_file={tiny_models.model_config_file}",
+                                        f"--port={grpc_port}", "--rest_api_host=127.0.0.1"],
                             wait_for=TINY) as server:
         wait_until(server, f"/v1/models/{TINY_1000}", 60, model_available(TINY_1000))
+        server.extra["grpc_url"] = f"grpc://127.0.0.1:{grpc_port}"
         yield server
 
 

@@ -1,0 +1,142 @@
+"""The gateway's gRPC transport against the real model server: the same answers as the REST client,
+and every gRPC failure translated into the gateway's error tree."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flask_server.backend import ModelServerClient
+from flask_server.errors import BadModelServerReply, ModelNotAvailable, ModelServerTimeout, ModelServerUnavailable
+from flask_server.grpc_transport import GrpcTransport, grpc_target
+from flask_server.models import model_input, spec_from_table
+from tests.gateway.conftest import STABLE_LABEL, TINY, TINY_SIZE
+from tests.support.processes import free_port
+
+TIMEOUTS = (2.0, 30.0)
+SIGNATURES = ["serving_uint8", "serving_bytes", "serving_default"]
+PIXELS = np.random.default_rng(3).integers(0, 256, (3, *TINY_SIZE, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def grpc_client(model_server):
+    transport = GrpcTransport(model_server.extra["grpc_url"], TIMEOUTS)
+    yield transport
+    transport.close()
+
+
+@pytest.fixture(scope="module")
+def rest_client(model_server):
+    client = ModelServerClient(model_server.url, TIMEOUTS)
+    yield client
+    client.close()
+
+
+def spec_for(signature: str, url: str = "http://unused"):
+    return spec_from_table("r", {"model_name": TINY, "signature": signature, "input_size": list(TINY_SIZE)},
+                           Path("test"), url)
+
+
+def test_grpc_target_takes_the_scheme_off():
+    assert grpc_target("grpc://10.0.0.5:8500") == "10.0.0.5:8500" and grpc_target("host:1") == "host:1"
+
+
+def test_status_and_metadata_match_rest(grpc_client, rest_client):
+    assert grpc_client.model_status(TINY) == rest_client.model_status(TINY)
+    by_label = grpc_client.model_metadata(TINY, label=STABLE_LABEL)
+    assert by_label["model_spec"]["version"] == rest_client.model_metadata(TINY, label=STABLE_LABEL)["model_spec"][
+        "version"] == "1"
+
+
+@pytest.mark.parametrize("signature", SIGNATURES)
+def test_predict_gives_the_rest_scores(grpc_client, rest_client, signature):
+    spec = spec_for(signature)
+    batch = np.stack([model_input(spec, image) for image in PIXELS])
+    by_grpc = grpc_client.predict(spec, grpc_client.encode(spec, batch), 1, request_id="grpc-transport-test")
+    by_rest = rest_client.predict(spec, batch, 1)
+    assert by_grpc.dtype == np.float32 and by_grpc.shape == by_rest.shape == (3, 10)
+    np.testing.assert_allclose(by_grpc, by_rest, atol=1e-6)
+
+
+def test_uint8_input_refuses_scaled_pixels(grpc_client):
+    with pytest.raises(ValueError, match="takes uint8 pixels"):
+        grpc_client.encode(spec_for("serving_uint8"), PIXELS.astype(np.float32))
+
+
+def test_unknown_model_and_version_are_not_available(grpc_client):
+    with pytest.raises(ModelNotAvailable, match="model 'nope' is not available"):
+        grpc_client.model_status("nope")
+    spec = spec_for("serving_uint8")
+    with pytest.raises(ModelNotAvailable, match="Servable not found for request: Specific"):
+        grpc_client.predict(spec, grpc_client.encode(spec, PIXELS), 9)
+
+
+def test_a_signature_the_model_lacks_is_a_bad_reply(grpc_client):
+    spec = spec_for("serving_uint8")
+    with pytest.raises(BadModelServerReply, match="FAILED_PRECONDITION"):
+        grpc_client.predict(dataclasses.replace(spec, signature="nope"), grpc_client.encode(spec, PIXELS), None)
+
+
+def test_nothing_listening_is_unavailable_without_the_address():
+    port = free_port()
+    transport = GrpcTransport(f"grpc://127.0.0.1:{port}", TIMEOUTS)
+    try:
+        with pytest.raises(ModelServerUnavailable) as caught:
+            transport.model_status(TINY)
+    finally:
+        transport.close()
+    assert caught.value.message == "model server unavailable for model 'tiny': connection refused"
+    assert str(port) in caught.value.detail  # the address is for the log only
+
+
+@pytest.fixture
+def stub_upstream():
+    """A gRPC server standing in for a broken model server: ``behaviour["predict"](request) -> reply``."""
+    import grpc
+
+    behaviour = {}
+
+    def handler(request, context):
+        return behaviour["predict"](request)
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
+        "Predict": grpc.unary_unary_rpc_method_handler(handler)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"grpc://127.0.0.1:{port}", behaviour
+    server.stop(0)
+
+
+def test_a_slow_model_server_is_a_timeout(stub_upstream):
+    url, behaviour = stub_upstream
+    behaviour["predict"] = lambda request: time.sleep(2) or b""
+    transport = GrpcTransport(url, (2.0, 0.3))
+    spec = spec_for("serving_uint8")
+    try:
+        with pytest.raises(ModelServerTimeout, match="did not answer within 0.3 s for model 'tiny'"):
+            transport.predict(spec, transport.encode(spec, PIXELS), 1)
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("reply, message", [
+    (b"\x0a\xff", "broken gRPC reply"),                 # a field longer than the message
+    (b"", "expected 'probabilities' with 3 row(s), got outputs {}"),
+])
+def test_garbage_replies_are_bad_replies(stub_upstream, reply, message):
+    url, behaviour = stub_upstream
+    behaviour["predict"] = lambda request: reply
+    transport = GrpcTransport(url, TIMEOUTS)
+    spec = spec_for("serving_uint8")
+    try:
+        with pytest.raises(BadModelServerReply, match=re.escape(message)):
+            transport.predict(spec, transport.encode(spec, PIXELS), 1)
+    finally:
+        transport.close()
