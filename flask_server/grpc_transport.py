@@ -7,8 +7,8 @@ the gateway imports ``grpc`` (about 10 MB) and never TensorFlow. Pixels travel a
 DT_STRING tensor (``serving_uint8`` / ``serving_bytes``) or as a float32 ``tensor_content``
 (``serving_default``): no base64, no JSON.
 
-``GrpcTransport`` has the REST client's methods (``model_status``, ``model_metadata``, ``encode``,
-``predict``, ``close``) and raises the same ``BackendError`` subclasses, translated from the gRPC
+``GrpcTransport`` implements ``transport.ModelServerTransport`` (``model_status``, ``model_metadata``,
+``encode``, ``predict``, ``close``) and raises the same ``BackendError`` subclasses, translated from the gRPC
 status at one boundary (``_translate``): NOT_FOUND -> ModelNotAvailable, UNAVAILABLE ->
 ModelServerUnavailable, DEADLINE_EXCEEDED -> ModelServerTimeout, anything else ->
 BadModelServerReply. The request id goes out as ``x-request-id`` metadata.
@@ -27,11 +27,13 @@ import grpc
 import numpy as np
 
 from flask_server import grpc_messages as messages
-from flask_server.backend import RAW_FLOAT32_B64, RAW_UINT8_B64, UNAVAILABLE_MESSAGE, EncodedBatch
+from flask_server.backend import UNAVAILABLE_MESSAGE
+from flask_server.config import GRPC_URL_SCHEME, GatewayConfig
 from flask_server.errors import BadModelServerReply, ModelNotAvailable, ModelServerTimeout, ModelServerUnavailable
+from flask_server.model_config import RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
+from flask_server.transport import EncodedBatch
 from serving_contract.export import OUTPUT_PROBABILITIES
 
-GRPC_SCHEME = "grpc://"
 REQUEST_ID_METADATA = "x-request-id"
 # Replies carry (N, classes) scores: far below gRPC's 4 MiB default, but a big batch of a big
 # label set should not fail on the client's limit.
@@ -40,7 +42,7 @@ _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_mes
 
 def grpc_target(model_server_url: str) -> str:
     """``grpc://host:port`` -> ``host:port`` (a bare ``host:port`` is taken as it is)."""
-    return model_server_url[len(GRPC_SCHEME):] if model_server_url.startswith(GRPC_SCHEME) else model_server_url
+    return model_server_url.removeprefix(GRPC_URL_SCHEME)
 
 
 class GrpcTransport:
@@ -59,7 +61,7 @@ class GrpcTransport:
         self._status = self._channel.unary_unary(messages.STATUS_METHOD)
 
     @classmethod
-    def from_config(cls, model_server_url: str, config: Any) -> GrpcTransport:
+    def from_config(cls, model_server_url: str, config: GatewayConfig) -> GrpcTransport:
         """A transport with the gateway's timeouts (``GatewayConfig``)."""
         return cls(model_server_url, (config.backend_connect_timeout, config.backend_timeout))
 
@@ -75,7 +77,7 @@ class GrpcTransport:
         spec = self._read(messages.read_metadata_spec, self._call(self._metadata, request, name, request_id), name)
         return {"model_spec": {"name": spec.name, "version": str(spec.version)}, "metadata": {}}
 
-    def encode(self, spec: Any, batch: np.ndarray) -> EncodedBatch:
+    def encode(self, spec: ModelSpec, batch: np.ndarray) -> EncodedBatch:
         """The PredictRequest for ``batch`` (N, H, W, 3): one bytes string per image for the ``*_bytes``
         signatures (uint8 or float32 pixels), else the float32 tensor itself."""
         if spec.input_format == RAW_UINT8_B64:
@@ -89,7 +91,7 @@ class GrpcTransport:
         # predict() prepends the model spec with the version it calls.
         return EncodedBatch(messages.predict_inputs({spec.input_name: value}), batch.shape[0])
 
-    def predict(self, spec: Any, encoded: EncodedBatch, version: int | None,
+    def predict(self, spec: ModelSpec, encoded: EncodedBatch, version: int | None,
                 request_id: str | None = None) -> np.ndarray:
         """Scores (N, classes) float32 from that exact version of ``spec.model_name`` (None: the latest)."""
         request = messages.with_model_spec(messages.model_spec(spec.model_name, version, signature=spec.signature),

@@ -3,6 +3,7 @@ and every gRPC failure translated into the gateway's error tree."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 import time
@@ -12,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flask_server.app import create_app
 from flask_server.backend import ModelServerClient
 from flask_server.errors import BadModelServerReply, ModelNotAvailable, ModelServerTimeout, ModelServerUnavailable
 from flask_server.grpc_transport import GrpcTransport, grpc_target
-from flask_server.models import model_input, spec_from_table
-from tests.gateway.conftest import STABLE_LABEL, TINY, TINY_SIZE
+from flask_server.model_config import spec_from_table
+from flask_server.transport import ModelServerTransport
+from flask_server.wire_format import model_input
+from tests.gateway.conftest import STABLE_LABEL, TEST_RATE_LIMITS, TINY, TINY_SIZE
 from tests.support.processes import free_port
 
 TIMEOUTS = (2.0, 30.0)
@@ -38,9 +42,13 @@ def rest_client(model_server):
     client.close()
 
 
-def spec_for(signature: str, url: str = "http://unused"):
+def spec_for(signature: str, url: str = "grpc://unused:1"):
     return spec_from_table("r", {"model_name": TINY, "signature": signature, "input_size": list(TINY_SIZE)},
                            Path("test"), url)
+
+
+def test_it_implements_the_transport_interface(grpc_client):
+    assert isinstance(grpc_client, ModelServerTransport)
 
 
 def test_grpc_target_takes_the_scheme_off():
@@ -59,7 +67,7 @@ def test_predict_gives_the_rest_scores(grpc_client, rest_client, signature):
     spec = spec_for(signature)
     batch = np.stack([model_input(spec, image) for image in PIXELS])
     by_grpc = grpc_client.predict(spec, grpc_client.encode(spec, batch), 1, request_id="grpc-transport-test")
-    by_rest = rest_client.predict(spec, batch, 1)
+    by_rest = rest_client.predict(spec, rest_client.encode(spec, batch), 1)
     assert by_grpc.dtype == np.float32 and by_grpc.shape == by_rest.shape == (3, 10)
     np.testing.assert_allclose(by_grpc, by_rest, atol=1e-6)
 
@@ -140,3 +148,38 @@ def test_garbage_replies_are_bad_replies(stub_upstream, reply, message):
             transport.predict(spec, transport.encode(spec, PIXELS), 1)
     finally:
         transport.close()
+
+
+# -- the gateway with protocol = "grpc" ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grpc_gateway(model_server, tiny_models, tmp_path_factory):
+    """An in-process gateway serving the tiny model twice: route ``rest`` over REST, ``grpc`` over gRPC."""
+    toml = tmp_path_factory.mktemp("grpc-gateway") / "models.toml"
+    routes = {"rest": f'model_server_url = "{model_server.url}"',
+              "grpc": f'protocol = "grpc"\nmodel_server_url = "{model_server.extra["grpc_url"]}"',
+              "grpc_label": f'model_server_url = "{model_server.extra["grpc_url"]}"\n'
+                            f'version_label = "{STABLE_LABEL}"\nsignature = "serving_default"'}
+    labels = tiny_models.root / "tiny_labels.txt"
+    toml.write_text("".join(f'[models.{route}]\nmodel_name = "{TINY}"\ninput_size = [{TINY_SIZE[0]}, {TINY_SIZE[1]}]\n'
+                            f'labels = "{labels}"\n{extra}\n\n' for route, extra in routes.items()))
+    app = create_app({"MODEL_SERVER_URL": model_server.url, "MODELS_CONFIG": str(toml),
+                      "GATEWAY_RATE_LIMITS": TEST_RATE_LIMITS})
+    return app.test_client()
+
+
+def test_grpc_route_answers_what_the_rest_route_answers(grpc_gateway, png):
+    answers = {}
+    for route in ("rest", "grpc", "grpc_label"):
+        response = grpc_gateway.post(f"/v1/models/{route}/predict?top_k=10", json={"b64": base64.b64encode(png).decode()})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        answers[route] = response.get_json()
+    assert answers["grpc"]["model_version"] == answers["rest"]["model_version"] == answers["grpc_label"][
+        "model_version"] == 1
+    for route in ("grpc", "grpc_label"):
+        assert [p["wnid"] for p in answers[route]["predictions"]] == [p["wnid"] for p in answers["rest"]["predictions"]]
+        np.testing.assert_allclose([p["score"] for p in answers[route]["predictions"]],
+                                   [p["score"] for p in answers["rest"]["predictions"]], atol=1e-5)
+    models = grpc_gateway.get("/v1/models").get_json()
+    assert models  # the status of gRPC routes is read over gRPC too
+    assert "AVAILABLE" in str(models)
