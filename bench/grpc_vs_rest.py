@@ -14,6 +14,7 @@ its route uses ``flask_server/grpc_transport.py``). Four paths, each checked on 
 Latency at 1 client interleaves the four paths (bench/load.py ``run_round_robin``); throughput at
 16 clients runs each path in turn, in A B B A order over the pairs. Bytes per image are what one
 predict puts on the model server hop, request + reply, measured from the bodies the code sends.
+Last, each gateway's cold start (spawn to /readyz 200) and its workers' resident memory.
 
 Typical usage::
 
@@ -102,7 +103,8 @@ def measure(sends: dict[str, Send], one_client: int, sixteen: int, time_limit: f
     return results
 
 
-def render(model: str, results: dict[str, dict], sizes: dict[str, int], seconds: float) -> str:
+def render(model: str, results: dict[str, dict], sizes: dict[str, int], gateways: dict[str, dict],
+           seconds: float) -> str:
     """The figures as two markdown tables: per path, then gRPC / REST ratios."""
     lines = [f"# bench.grpc_vs_rest: {model}", "",
              "| path | 1 client p50 ms | 1 client p99 ms | 16 clients img/s | 16 clients p99 ms | errors |",
@@ -118,6 +120,9 @@ def render(model: str, results: dict[str, dict], sizes: dict[str, int], seconds:
                      f"{results[grpc_key]['p50_ms'] / results[rest]['p50_ms']:.2f}x | "
                      f"{results[grpc_key]['img_s'] / results[rest]['img_s']:.2f}x | "
                      f"{sizes['gRPC']:,} / {sizes['REST']:,} = {ratio:.2f}x |")
+    lines += ["", "| gateway | cold start s | worker RSS after the run MB | worker peak RSS MB |", "|---|---|---|---|"]
+    for key, info in gateways.items():
+        lines.append(f"| {key} | {info['cold_start_s']:.2f} | {info['rss_mb']:.0f} | {info['peak_mb']:.0f} |")
     errors = [f"  {key}: {sample}" for key in PATHS for sample in results[key]["samples"]]
     if errors:
         lines += ["", "errors:", *errors]
@@ -162,9 +167,14 @@ def main(argv: list[str] | None = None) -> int:
                                             for image in images)) for key in ("REST", "gRPC")}
         print("measuring ...", file=sys.stderr, flush=True)
         results = measure(sends, args.requests, args.requests_16, args.time_limit)
+        gateways = {}
+        for key, server in (("REST hop", gw_rest), ("gRPC hop", gw_grpc)):
+            workers = server.worker_rss_mb()
+            gateways[key] = {"cold_start_s": server.cold_start_s, "rss_mb": max(now for now, _ in workers),
+                             "peak_mb": max(peak for _, peak in workers)}
     model = f"{'tiny model' if args.tiny else 'InceptionV3'} ({size[0]}x{size[1]}), images: " \
             f"{', '.join(p.name for p in image_paths())}"
-    print(render(model, results, sizes, time.monotonic() - started))
+    print(render(model, results, sizes, gateways, time.monotonic() - started))
     return 0 if all(r["errors"] == 0 for r in results.values()) else 1
 
 

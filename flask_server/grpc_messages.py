@@ -12,7 +12,7 @@ official classes in both directions.
 * ``GetModelStatusRequest``: model_spec = 1; ``GetModelStatusResponse``: model_version_status = 1
   (version = 1, state = 2, status = 3 {error_code = 1, error_message = 2})
 * ``GetModelMetadataRequest``: model_spec = 1, metadata_field = 2; ``GetModelMetadataResponse``:
-  model_spec = 1, metadata = 2
+  model_spec = 1, metadata = 2 (map<string, google.protobuf.Any {type_url = 1, value = 2}>)
 * ``ModelSpec``: name = 1, version = 2 (Int64Value, value = 1), signature_name = 3, version_label = 4
 * ``TensorProto`` (tensorflow/core/framework/tensor.proto): dtype = 1, tensor_shape = 2 (dim = 2
   {size = 1}), tensor_content = 4, float_val = 5, double_val = 6, int_val = 7, string_val = 8,
@@ -27,13 +27,17 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from serving_contract.protobuf_wire import WIRE_LEN, WIRE_VARINT, len_field, varint_field
+
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 METADATA_METHOD = "/tensorflow.serving.PredictionService/GetModelMetadata"
 STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
 SIGNATURE_DEF_FIELD = "signature_def"
+METADATA_FIELDS_SIGNATURE_DEF = (SIGNATURE_DEF_FIELD,)  # all tensorflow_model_server answers
+STRING_VALUE_TYPE = "google.protobuf.StringValue"
 
 # Wire types
-_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+_FIXED64, _FIXED32 = 1, 5  # and WIRE_VARINT, WIRE_LEN from protobuf_wire
 # tensorflow.DataType numbers (types.proto) -> numpy dtype; DT_STRING is handled on its own.
 DT_STRING = 7
 _NUMPY_BY_DTYPE: dict[int, np.dtype] = {
@@ -57,33 +61,15 @@ class MessageError(ValueError):
 
 # -- writing --------------------------------------------------------------------------------------
 
-def _varint(value: int) -> bytes:
-    value &= 0xFFFFFFFFFFFFFFFF  # negative int64 -> ten-byte two's complement
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _len_field(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | _LEN) + _varint(len(payload)) + payload
-
-
-def _varint_field(field: int, value: int) -> bytes:
-    return _varint(field << 3 | _VARINT) + _varint(value)
-
-
 def model_spec(name: str, version: int | None = None, label: str | None = None, signature: str = "") -> bytes:
     """A serialized ModelSpec: a version or a label (the oneof), or neither for the latest."""
-    out = _len_field(1, name.encode())
+    out = len_field(1, name.encode())
     if version is not None:
-        out += _len_field(2, _varint_field(1, version) if version else b"")
+        out += len_field(2, varint_field(1, version) if version else b"")
     if signature:
-        out += _len_field(3, signature.encode())
+        out += len_field(3, signature.encode())
     if label is not None:
-        out += _len_field(4, label.encode())
+        out += len_field(4, label.encode())
     return out
 
 
@@ -93,12 +79,12 @@ def tensor_proto(array: np.ndarray | Sequence[bytes]) -> bytes:
         dtype = _DTYPE_BY_NUMPY.get(array.dtype.newbyteorder("="))
         if dtype is None:
             raise TypeError(f"no TensorProto dtype for numpy {array.dtype}")
-        shape, body = array.shape, _len_field(4, np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes())
+        shape, body = array.shape, len_field(4, np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes())
     else:
         items = list(array)
-        dtype, shape, body = DT_STRING, (len(items),), b"".join(_len_field(8, bytes(item)) for item in items)
-    dims = b"".join(_len_field(2, _varint_field(1, size) if size else b"") for size in shape)
-    return _varint_field(1, dtype) + _len_field(2, dims) + body
+        dtype, shape, body = DT_STRING, (len(items),), b"".join(len_field(8, bytes(item)) for item in items)
+    dims = b"".join(len_field(2, varint_field(1, size) if size else b"") for size in shape)
+    return varint_field(1, dtype) + len_field(2, dims) + body
 
 
 def predict_inputs(inputs: Mapping[str, np.ndarray | Sequence[bytes]], output_filter: Sequence[str] = ()) -> bytes:
@@ -107,14 +93,14 @@ def predict_inputs(inputs: Mapping[str, np.ndarray | Sequence[bytes]], output_fi
     A message is its fields one after another, so the tensors can be written once and sent to
     any version (a retry after a hot swap) by prepending another model spec.
     """
-    out = b"".join(_len_field(2, _len_field(1, alias.encode()) + _len_field(2, tensor_proto(value)))
+    out = b"".join(len_field(2, len_field(1, alias.encode()) + len_field(2, tensor_proto(value)))
                    for alias, value in inputs.items())
-    return out + b"".join(_len_field(3, alias.encode()) for alias in output_filter)
+    return out + b"".join(len_field(3, alias.encode()) for alias in output_filter)
 
 
 def with_model_spec(spec: bytes, fields_after: bytes) -> bytes:
     """A request's ``model_spec`` field (field 1 in every request here) followed by its other fields."""
-    return _len_field(1, spec) + fields_after
+    return len_field(1, spec) + fields_after
 
 
 def predict_request(spec: bytes, inputs: Mapping[str, np.ndarray | Sequence[bytes]],
@@ -128,9 +114,10 @@ def status_request(spec: bytes) -> bytes:
     return with_model_spec(spec, b"")
 
 
-def metadata_request(spec: bytes, fields: Sequence[str] = (SIGNATURE_DEF_FIELD,)) -> bytes:
-    """A serialized GetModelMetadataRequest (TF Serving knows only ``signature_def``)."""
-    return with_model_spec(spec, b"".join(_len_field(2, field.encode()) for field in fields))
+def metadata_request(spec: bytes, fields: Sequence[str] = METADATA_FIELDS_SIGNATURE_DEF) -> bytes:
+    """A serialized GetModelMetadataRequest (TF Serving knows only ``signature_def``; ours also
+    ``export_info``)."""
+    return with_model_spec(spec, b"".join(len_field(2, field.encode()) for field in fields))
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -155,9 +142,9 @@ def fields(data: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryvie
     while pos < len(view):
         key, pos = _read_varint(view, pos)
         field, wire = key >> 3, key & 7
-        if wire == _VARINT:
+        if wire == WIRE_VARINT:
             value, pos = _read_varint(view, pos)
-        elif wire == _LEN:
+        elif wire == WIRE_LEN:
             size, pos = _read_varint(view, pos)
             value, pos = view[pos:pos + size], pos + size
         elif wire in (_FIXED64, _FIXED32):
@@ -201,7 +188,7 @@ def read_model_spec(data: bytes | memoryview) -> SpecInfo:
 
 def _packed(value: int | memoryview, wire: int, dtype: str) -> list:
     """Values of a repeated numeric field: packed (one LEN field) or one by one."""
-    if wire == _LEN:
+    if wire == WIRE_LEN:
         if dtype in ("<f4", "<f8"):
             return np.frombuffer(value, dtype).tolist()
         out, pos, view = [], 0, value
@@ -209,7 +196,7 @@ def _packed(value: int | memoryview, wire: int, dtype: str) -> list:
             number, pos = _read_varint(view, pos)
             out.append(number)
         return out
-    if wire == _VARINT:
+    if wire == WIRE_VARINT:
         return [value]
     return np.frombuffer(value, dtype).tolist()
 
@@ -319,9 +306,28 @@ def read_status_response(data: bytes) -> list[dict]:
     return statuses
 
 
-def read_metadata_spec(data: bytes) -> SpecInfo:
-    """The model_spec of a GetModelMetadataResponse (the signature defs are not needed here)."""
+def read_metadata_response(data: bytes) -> tuple[SpecInfo, dict[str, str]]:
+    """A GetModelMetadataResponse's model_spec, and its metadata entries that hold a
+    ``google.protobuf.StringValue`` (our model server's ``export_info``), as text by key.
+
+    Other entries (the packed SignatureDefMap) are skipped: the gateway does not need them.
+    """
+    spec, texts = SpecInfo(), {}
     for field, _, value in fields(data):
         if field == 1:
-            return read_model_spec(value)
-    return SpecInfo()
+            spec = read_model_spec(value)
+        elif field == 2:
+            key, type_url, packed = "", "", b""
+            for entry_field, _, entry in fields(value):
+                if entry_field == 1:
+                    key = bytes(entry).decode("utf-8", "replace")
+                elif entry_field == 2:  # google.protobuf.Any: type_url = 1, value = 2
+                    for any_field, _, item in fields(entry):
+                        if any_field == 1:
+                            type_url = bytes(item).decode("utf-8", "replace")
+                        elif any_field == 2:
+                            packed = item
+            if type_url.endswith("/" + STRING_VALUE_TYPE):
+                texts[key] = "".join(bytes(item).decode("utf-8", "replace")
+                                     for number, _, item in fields(packed) if number == 1)
+    return spec, texts

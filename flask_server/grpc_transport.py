@@ -13,13 +13,14 @@ status at one boundary (``_translate``): NOT_FOUND -> ModelNotAvailable, UNAVAIL
 ModelServerUnavailable, DEADLINE_EXCEEDED -> ModelServerTimeout, anything else ->
 BadModelServerReply. The request id goes out as ``x-request-id`` metadata.
 
-What gRPC does not carry: our model server's ``export_info`` (REST metadata only), so a model
-served over gRPC gets no "untrained weights" warning, as with ``tensorflow_model_server``.
+Our model server's ``export_info`` (the untrained-weights warning, the config checks) comes from
+its GetModelMetadata extension field; ``tensorflow_model_server`` has none, as over REST.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,7 @@ from flask_server.config import GRPC_URL_SCHEME, GatewayConfig
 from flask_server.errors import BadModelServerReply, ModelNotAvailable, ModelServerTimeout, ModelServerUnavailable
 from flask_server.model_config import RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
 from flask_server.transport import EncodedBatch
-from serving_contract.export import OUTPUT_PROBABILITIES
+from serving_contract.export import EXPORT_INFO_METADATA_KEY, OUTPUT_PROBABILITIES
 
 REQUEST_ID_METADATA = "x-request-id"
 # Replies carry (N, classes) scores: far below gRPC's 4 MiB default, but a big batch of a big
@@ -56,6 +57,7 @@ class GrpcTransport:
         self.base_url = model_server_url
         self.timeout = timeout
         self._channel = channel or grpc.insecure_channel(grpc_target(model_server_url), options=_CHANNEL_OPTIONS)
+        self._metadata_fields = (EXPORT_INFO_METADATA_KEY,)
         self._predict = self._channel.unary_unary(messages.PREDICT_METHOD)
         self._metadata = self._channel.unary_unary(messages.METADATA_METHOD)
         self._status = self._channel.unary_unary(messages.STATUS_METHOD)
@@ -72,10 +74,31 @@ class GrpcTransport:
 
     def model_metadata(self, name: str, version: int | None = None, label: str | None = None,
                        request_id: str | None = None) -> dict[str, Any]:
-        """``{"model_spec": {"name", "version"}, "metadata": {}}`` for a version, a label or the latest."""
-        request = messages.metadata_request(messages.model_spec(name, version, label))
-        spec = self._read(messages.read_metadata_spec, self._call(self._metadata, request, name, request_id), name)
-        return {"model_spec": {"name": spec.name, "version": str(spec.version)}, "metadata": {}}
+        """``{"model_spec": {"name", "version"}, "metadata": {"export_info": {...}}}`` for a version, a
+        label or the latest, like the REST metadata (without the signature defs, which the gateway
+        does not read).
+
+        Asks for our model server's ``export_info`` field; ``tensorflow_model_server`` refuses it
+        (INVALID_ARGUMENT), after which this transport asks for ``signature_def`` only.
+        """
+        spec = messages.model_spec(name, version, label)
+        try:
+            reply = self._call(self._metadata, messages.metadata_request(spec, self._metadata_fields), name,
+                               request_id)
+        except BadModelServerReply as exc:
+            if self._metadata_fields == messages.METADATA_FIELDS_SIGNATURE_DEF or not _refused_field(exc):
+                raise
+            self._metadata_fields = messages.METADATA_FIELDS_SIGNATURE_DEF
+            reply = self._call(self._metadata, messages.metadata_request(spec, self._metadata_fields), name,
+                               request_id)
+        info, texts = self._read(messages.read_metadata_response, reply, name)
+        metadata: dict[str, Any] = {}
+        if EXPORT_INFO_METADATA_KEY in texts:
+            try:
+                metadata[EXPORT_INFO_METADATA_KEY] = json.loads(texts[EXPORT_INFO_METADATA_KEY])
+            except ValueError:
+                pass  # only a warning and a config check depend on it; the REST client ignores it too
+        return {"model_spec": {"name": info.name, "version": str(info.version)}, "metadata": metadata}
 
     def encode(self, spec: ModelSpec, batch: np.ndarray) -> EncodedBatch:
         """The PredictRequest for ``batch`` (N, H, W, 3): one bytes string per image for the ``*_bytes``
@@ -143,6 +166,11 @@ class GrpcTransport:
                                          f"{model!r}", where) from exc
             raise BadModelServerReply(f"model server rejected the gateway's request for model {model!r} "
                                       f"({code.name}): {details}", where) from exc
+
+
+def _refused_field(exc: BadModelServerReply) -> bool:
+    """Whether a metadata error is TF Serving's "Metadata field ... is not supported"."""
+    return "INVALID_ARGUMENT" in exc.message and "is not supported" in exc.message
 
 
 def _reason(details: str) -> str:

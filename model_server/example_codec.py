@@ -20,6 +20,7 @@ from model_server.json_text import (decode_base64_object, is_base64_object, json
                                     parse_json_object, read_signature_name, write_json)
 from model_server.predict_codec import tensor_json_value
 from model_server.tensor_types import enum_name_of, shape_string
+from serving_contract.protobuf_wire import len_field, varint
 
 # JSON keys, named as in json_tensor.cc.
 kClassifyRegressRequestContextKey = "context"
@@ -42,7 +43,6 @@ _MAP_ENTRY_KEY = 1
 _MAP_ENTRY_VALUE = 2
 _FEATURE_FIELD_BY_KIND = {KIND_BYTES: 1, KIND_FLOAT: 2, KIND_INT64: 3}
 _LIST_VALUE = 1
-_WIRE_LEN = 2
 
 # feature name -> (kind, values); kind None is an empty feature (from "[]").
 Features = dict[str, tuple[str | None, list]]
@@ -100,50 +100,36 @@ def check_example(obj: object) -> Features:
 # ----------------------------------------------------------------- wire format
 
 
-def _varint(value: int) -> bytes:
-    value &= 0xFFFFFFFFFFFFFFFF  # negative int64 -> ten-byte two's complement
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _len_field(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | _WIRE_LEN) + _varint(len(payload)) + payload
-
-
 def _list_payload(kind: str, values: list) -> bytes:
     if kind == KIND_BYTES:
-        return b"".join(_len_field(_LIST_VALUE, v) for v in values)
+        return b"".join(len_field(_LIST_VALUE, v) for v in values)
     if not values:
         return b""
     if kind == KIND_FLOAT:
         with np.errstate(over="ignore"):
             packed = np.asarray(values, dtype=np.float64).astype("<f4").tobytes()
     else:
-        packed = b"".join(map(_varint, values))
-    return _len_field(_LIST_VALUE, packed)
+        packed = b"".join(map(varint, values))
+    return len_field(_LIST_VALUE, packed)
 
 
 def _feature_bytes(kind: str | None, values: list) -> bytes:
     if kind is None:
         return b""
-    return _len_field(_FEATURE_FIELD_BY_KIND[kind], _list_payload(kind, values))
+    return len_field(_FEATURE_FIELD_BY_KIND[kind], _list_payload(kind, values))
 
 
 def serialize_example(features: Features) -> bytes:
     """Wire-format ``tf.train.Example`` with map entries in sorted key order."""
     entries = b"".join(
-        _len_field(
+        len_field(
             _FEATURES_FEATURE_MAP,
-            _len_field(_MAP_ENTRY_KEY, name.encode("utf-8", "surrogateescape"))
-            + _len_field(_MAP_ENTRY_VALUE, _feature_bytes(*features[name])),
+            len_field(_MAP_ENTRY_KEY, name.encode("utf-8", "surrogateescape"))
+            + len_field(_MAP_ENTRY_VALUE, _feature_bytes(*features[name])),
         )
         for name in sorted(features)
     )
-    return _len_field(_EXAMPLE_FEATURES, entries)
+    return len_field(_EXAMPLE_FEATURES, entries)
 
 
 def build_examples(context: dict | None, examples: Iterable[dict]) -> list[bytes]:

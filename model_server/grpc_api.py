@@ -12,6 +12,9 @@ Differences from the real server, and why:
   out (TF Serving fetches only those); the answer is the same.
 * MultiInference runs its tasks' signatures one after another on the same serialized examples
   (TF Serving fetches them in one ``Session::Run``); the results are the same.
+* GetModelMetadata also answers the metadata field ``export_info`` (the export's
+  ``assets.extra/export_info.json`` as JSON text in a ``google.protobuf.StringValue``), as the
+  REST metadata carries ``metadata.export_info``; TF Serving rejects that field.
 * Tensors are converted with ``tf.make_ndarray``; responses use the typed value fields
   (``float_val``...), or ``tensor_content`` with ``--enable_serialization_as_tensor_content``,
   as TF Serving does.
@@ -23,12 +26,13 @@ Messages are copied from ``servables/tensorflow/predict_util.cc``, ``classifier.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import ExitStack
 
 import numpy as np
 import tensorflow as tf
-from google.protobuf import json_format
+from google.protobuf import json_format, wrappers_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, input_pb2, model_management_pb2, model_pb2, predict_pb2,
@@ -42,8 +46,11 @@ from model_server.model_calls import SubmitFn, run_with_deadline
 from model_server.repository import ModelRepository, ServableHandle
 from model_server.servable import (CLASSIFY_CLASSES_KEY, CLASSIFY_METHOD, CLASSIFY_SCORES_KEY, DEFAULT_SIGNATURE,
                                    EXAMPLES_INPUT_KEY, REGRESS_METHOD, REGRESS_OUTPUTS_KEY)
+from serving_contract.export import EXPORT_INFO_METADATA_KEY
 
-SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef, the only metadata field
+SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef, TF Serving's only metadata field
+# Our extension, as in the REST metadata: the export's export_info.json as JSON text in a StringValue.
+METADATA_FIELDS = (SIGNATURE_DEF_FIELD, EXPORT_INFO_METADATA_KEY)
 # ModelVersionStatus.State numbers by the state names the repository uses.
 _STATE_NUMBERS = get_model_status_pb2.ModelVersionStatus.State.DESCRIPTOR.values_by_name
 _ERROR_CODE_NUMBERS = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type.values_by_name
@@ -188,30 +195,30 @@ class GrpcApi:
     def classify(self, request: classification_pb2.ClassificationRequest,
                  timeout_s: float | None) -> classification_pb2.ClassificationResponse:
         """classifier.cc RunClassify."""
-        _require_model_spec(request)
         response = classification_pb2.ClassificationResponse()
-        examples = _examples_of(request.input)
-        with self._acquire(request.model_spec) as handle:
-            signature = handle.servable.example_signature(request.model_spec.signature_name, "classify")
-            _set_model_spec(response.model_spec, handle.name, handle.version, request.model_spec.signature_name)
-            outputs = run_with_deadline(self._submit, handle, signature.name, {EXAMPLES_INPUT_KEY: examples},
-                                        timeout_s)
-        _classification_result(outputs, len(examples), response.result)
+        outputs, count = self._run_examples(request, "classify", response.model_spec, timeout_s)
+        _classification_result(outputs, count, response.result)
         return response
 
     def regress(self, request: regression_pb2.RegressionRequest,
                 timeout_s: float | None) -> regression_pb2.RegressionResponse:
         """regressor.cc RunRegress."""
-        _require_model_spec(request)
         response = regression_pb2.RegressionResponse()
+        outputs, count = self._run_examples(request, "regress", response.model_spec, timeout_s)
+        _regression_result(outputs, count, response.result)
+        return response
+
+    def _run_examples(self, request, verb: str, response_spec: model_pb2.ModelSpec,
+                      timeout_s: float | None) -> tuple[dict[str, np.ndarray], int]:
+        """Run a Classify or Regress request's examples through its signature: (outputs, example count)."""
+        _require_model_spec(request)
         examples = _examples_of(request.input)
         with self._acquire(request.model_spec) as handle:
-            signature = handle.servable.example_signature(request.model_spec.signature_name, "regress")
-            _set_model_spec(response.model_spec, handle.name, handle.version, request.model_spec.signature_name)
+            signature = handle.servable.example_signature(request.model_spec.signature_name, verb)
+            _set_model_spec(response_spec, handle.name, handle.version, request.model_spec.signature_name)
             outputs = run_with_deadline(self._submit, handle, signature.name, {EXAMPLES_INPUT_KEY: examples},
                                         timeout_s)
-        _regression_result(outputs, len(examples), response.result)
-        return response
+        return outputs, len(examples)
 
     def multi_inference(self, request: inference_pb2.MultiInferenceRequest,
                         timeout_s: float | None) -> inference_pb2.MultiInferenceResponse:
@@ -241,16 +248,20 @@ class GrpcApi:
         if not request.metadata_field:
             raise InvalidArgument("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
-            if field != SIGNATURE_DEF_FIELD:
+            if field not in METADATA_FIELDS:
                 raise InvalidArgument(f"Metadata field {field} is not supported")
         with self._acquire(request.model_spec) as handle:
-            metadata = handle.servable.metadata()
-        signature_defs = get_model_metadata_pb2.SignatureDefMap()
-        json_format.ParseDict(metadata["metadata"][SIGNATURE_DEF_FIELD], signature_defs)
+            metadata = handle.servable.metadata()["metadata"]
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = handle.name
         response.model_spec.version.value = handle.version
-        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_defs)
+        if SIGNATURE_DEF_FIELD in request.metadata_field:
+            signature_defs = get_model_metadata_pb2.SignatureDefMap()
+            json_format.ParseDict(metadata[SIGNATURE_DEF_FIELD], signature_defs)
+            response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_defs)
+        if EXPORT_INFO_METADATA_KEY in request.metadata_field and EXPORT_INFO_METADATA_KEY in metadata:
+            response.metadata[EXPORT_INFO_METADATA_KEY].Pack(
+                wrappers_pb2.StringValue(value=json.dumps(metadata[EXPORT_INFO_METADATA_KEY])))
         return response
 
     # -- ModelService ---------------------------------------------------------------------------

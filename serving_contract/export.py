@@ -34,6 +34,9 @@ OUTPUT_PROBABILITIES = "probabilities"
 DEFAULT_MODEL_NAME = "ImageClassifier"
 
 EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
+#: Where our model server returns it: the REST metadata's ``metadata.export_info``, and the gRPC
+#: GetModelMetadata field of that name (a JSON string in a google.protobuf.StringValue).
+EXPORT_INFO_METADATA_KEY = "export_info"
 WEIGHTS_KEY = "weights"
 #: ``export_info["weights"]`` for random weights (``download_inceptionv3_model.py --weights none``).
 UNTRAINED_WEIGHTS = "untrained"

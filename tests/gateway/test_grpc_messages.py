@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from google.protobuf import wrappers_pb2
 
 from flask_server import grpc_messages as messages
 
@@ -106,4 +107,6 @@ def test_status_and_metadata_replies():
     reply.model_spec.name = "m"
     reply.model_spec.version.value = 4
     reply.metadata["signature_def"].Pack(get_model_metadata_pb2.SignatureDefMap())
-    assert messages.read_metadata_spec(reply.SerializeToString()) == messages.SpecInfo("m", 4, "")
+    reply.metadata["export_info"].Pack(wrappers_pb2.StringValue(value='{"weights": "untrained"}'))
+    assert messages.read_metadata_response(reply.SerializeToString()) == (
+        messages.SpecInfo("m", 4, ""), {"export_info": '{"weights": "untrained"}'})

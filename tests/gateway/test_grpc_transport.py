@@ -10,12 +10,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
 from flask_server.app import create_app
 from flask_server.backend import ModelServerClient
 from flask_server.errors import BadModelServerReply, ModelNotAvailable, ModelServerTimeout, ModelServerUnavailable
+from flask_server import grpc_messages as messages
 from flask_server.grpc_transport import GrpcTransport, grpc_target
 from flask_server.model_config import spec_from_table
 from flask_server.transport import ModelServerTransport
@@ -58,8 +60,10 @@ def test_grpc_target_takes_the_scheme_off():
 def test_status_and_metadata_match_rest(grpc_client, rest_client):
     assert grpc_client.model_status(TINY) == rest_client.model_status(TINY)
     by_label = grpc_client.model_metadata(TINY, label=STABLE_LABEL)
-    assert by_label["model_spec"]["version"] == rest_client.model_metadata(TINY, label=STABLE_LABEL)["model_spec"][
-        "version"] == "1"
+    over_rest = rest_client.model_metadata(TINY, label=STABLE_LABEL)
+    assert by_label["model_spec"]["version"] == over_rest["model_spec"]["version"] == "1"
+    assert by_label["metadata"]["export_info"] == over_rest["metadata"]["export_info"]
+    assert by_label["metadata"]["export_info"]["weights"] == "untrained"
 
 
 @pytest.mark.parametrize("signature", SIGNATURES)
@@ -103,23 +107,54 @@ def test_nothing_listening_is_unavailable_without_the_address():
     assert str(port) in caught.value.detail  # the address is for the log only
 
 
+class StatusError(Exception):
+    def __init__(self, code, details: str):
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
 @pytest.fixture
 def stub_upstream():
     """A gRPC server standing in for a broken model server: ``behaviour["predict"](request) -> reply``."""
-    import grpc
-
     behaviour = {}
 
-    def handler(request, context):
-        return behaviour["predict"](request)
+    def handler(name):
+        def handle(request, context):
+            try:
+                return behaviour[name](request)
+            except StatusError as exc:
+                context.abort(exc.code, exc.details)
+        return grpc.unary_unary_rpc_method_handler(handle)
 
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
-        "Predict": grpc.unary_unary_rpc_method_handler(handler)})])
+        "Predict": handler("predict"), "GetModelMetadata": handler("metadata")})])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield f"grpc://127.0.0.1:{port}", behaviour
     server.stop(0)
+
+
+def test_a_server_without_export_info_gets_asked_for_signature_defs_only(stub_upstream):
+    """tensorflow_model_server refuses the export_info field: ask again for what it has, and remember."""
+    url, behaviour = stub_upstream
+    asked = []
+
+    def metadata(request):
+        fields = [bytes(v).decode() for number, _, v in messages.fields(request) if number == 2]
+        asked.append(fields)
+        if fields != ["signature_def"]:
+            raise StatusError(grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field {fields[0]} is not supported")
+        return messages.with_model_spec(messages.model_spec("tiny", 4), b"")
+
+    behaviour["metadata"] = metadata
+    transport = GrpcTransport(url, TIMEOUTS)
+    try:
+        for _ in range(2):
+            assert transport.model_metadata(TINY) == {"model_spec": {"name": "tiny", "version": "4"}, "metadata": {}}
+    finally:
+        transport.close()
+    assert asked == [["export_info"], ["signature_def"], ["signature_def"]]
 
 
 def test_a_slow_model_server_is_a_timeout(stub_upstream):
@@ -177,6 +212,7 @@ def test_grpc_route_answers_what_the_rest_route_answers(grpc_gateway, png):
     assert answers["grpc"]["model_version"] == answers["rest"]["model_version"] == answers["grpc_label"][
         "model_version"] == 1
     for route in ("grpc", "grpc_label"):
+        assert answers[route]["warning"] == answers["rest"]["warning"]  # untrained: export_info over gRPC too
         assert [p["wnid"] for p in answers[route]["predictions"]] == [p["wnid"] for p in answers["rest"]["predictions"]]
         np.testing.assert_allclose([p["score"] for p in answers[route]["predictions"]],
                                    [p["score"] for p in answers["rest"]["predictions"]], atol=1e-5)

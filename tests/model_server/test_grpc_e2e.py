@@ -12,6 +12,7 @@ for the hot swap.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -30,6 +31,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
+from google.protobuf import wrappers_pb2  # noqa: E402
 from tensorflow.core.framework.tensor_pb2 import TensorProto  # noqa: E402
 
 from tests.model_server.conftest import TINY_INPUT, model_config_text  # noqa: E402
@@ -246,6 +248,11 @@ def test_metadata_carries_the_signature_defs(server, prediction):
     assert uint8.method_name == "tensorflow/serving/predict"
     assert uint8.inputs["pixels_bytes"].dtype == tf.string.as_datatype_enum
     assert response.model_spec.name == "tiny" and response.model_spec.version.value == 2
+    # our extension: the export's export_info, as the REST metadata carries it
+    request.metadata_field[:] = ["export_info"]
+    info = wrappers_pb2.StringValue()
+    assert prediction.GetModelMetadata(request, timeout=30).metadata["export_info"].Unpack(info)
+    assert json.loads(info.value) == rest["metadata"]["export_info"]
 
 
 def test_model_status_lists_versions(model_service):
