@@ -19,9 +19,9 @@ from flask_server.labels import load_labels
 from flask_server.preprocess import load_and_preprocess
 from scripts.export_saved_model import export_keras_model
 from serving_contract.export import DEFAULT_MODEL_NAME, UNTRAINED_WEIGHTS
-from tests.support.processes import free_port, start_model_server
+from tests.support.processes import free_port
 
-pytestmark = pytest.mark.inception
+pytestmark = [pytest.mark.inception, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "serving_sample_request.py"
@@ -32,7 +32,7 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def served_inception(tmp_path_factory):
+def served_inception(tmp_path_factory, model_server_factory):
     """(Keras model, running model server) with the model exported as version 1."""
     if not (REPO / "model_server" / "__main__.py").exists():
         pytest.skip("model_server/__main__.py does not exist yet")
@@ -44,8 +44,8 @@ def served_inception(tmp_path_factory):
     export_keras_model(model, base, info={"model": model.name, "weights": UNTRAINED_WEIGHTS, "preprocessing": "tf"},
                        log=lambda _msg: None)
     grpc_port = free_port()
-    with start_model_server(model_name=MODEL_NAME, model_base_path=base, timeout=180,
-                            extra_args=[f"--port={grpc_port}", "--rest_api_host=127.0.0.1"]) as server:
+    with model_server_factory(model_name=MODEL_NAME, model_base_path=base, timeout=180,
+                              extra_args=[f"--port={grpc_port}"]) as server:
         server.extra["grpc_address"] = f"127.0.0.1:{grpc_port}"
         yield model, server
 

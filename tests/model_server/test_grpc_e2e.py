@@ -35,10 +35,10 @@ from google.protobuf import wrappers_pb2  # noqa: E402
 from tensorflow.core.framework.tensor_pb2 import TensorProto  # noqa: E402
 
 from tests.model_server.conftest import TINY_INPUT, model_config_text  # noqa: E402
-from tests.support.processes import REPO_ROOT, free_port, start_model_server  # noqa: E402
+from tests.support.processes import REPO_ROOT, free_port  # noqa: E402
 from tests.support.tiny_models import export_tiny_classifier  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.e2e]
 
 TFS_TESTDATA = REPO_ROOT.parent / "shared" / "tfs_testdata"
 MAX_RECEIVE_BYTES = 1 << 20
@@ -60,7 +60,7 @@ def models(model_paths) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(models, tmp_path_factory):
+def server(models, tmp_path_factory, model_server_factory):
     folder = tmp_path_factory.mktemp("grpc")
     config = folder / "models.config"
     config.write_text(model_config_text(models, {"tiny": "model_version_policy { all {} }\n"
@@ -68,8 +68,8 @@ def server(models, tmp_path_factory):
     grpc_port, socket_path = free_port(), folder / "grpc.sock"
     args = [f"--port={grpc_port}", f"--grpc_socket_path={socket_path}", f"--model_config_file={config}",
             f"--grpc_channel_arguments=grpc.max_receive_message_length={MAX_RECEIVE_BYTES}",
-            "--rest_api_host=127.0.0.1", "--grpc_max_threads=8"]
-    with start_model_server(extra_args=args, wait_for="slow") as process:
+            "--grpc_max_threads=8"]
+    with model_server_factory(extra_args=args, wait_for="slow") as process:
         for name in models:
             _wait_rest_available(process, name)
         process.extra.update(grpc_address=f"127.0.0.1:{grpc_port}", socket_path=socket_path, config=config)
@@ -432,13 +432,12 @@ def test_sigterm_lets_the_in_flight_call_finish(server, prediction):
 # -- hot swap under concurrent gRPC clients --------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def swap_server(tmp_path_factory, model_paths):
+def swap_server(tmp_path_factory, model_paths, model_server_factory):
     base_path = tmp_path_factory.mktemp("grpc-swap") / "tiny"
     shutil.copytree(model_paths["tiny"] / "1", base_path / "1")
     grpc_port = free_port()
-    args = [f"--port={grpc_port}", "--file_system_poll_wait_seconds=1", "--max_num_load_retries=0",
-            "--rest_api_host=127.0.0.1"]
-    with start_model_server(model_name="tiny", model_base_path=base_path, extra_args=args) as process:
+    args = [f"--port={grpc_port}", "--file_system_poll_wait_seconds=1", "--max_num_load_retries=0"]
+    with model_server_factory(model_name="tiny", model_base_path=base_path, extra_args=args) as process:
         process.extra.update(grpc_address=f"127.0.0.1:{grpc_port}", base_path=base_path)
         yield process
 
