@@ -42,6 +42,7 @@ DEFAULT_OPTIONS: dict[str, int | str] = {
     "grpc.so_reuseport": 0,
 }
 INTERNAL_ERROR_MESSAGE = "Internal server error"
+REQUEST_ID_METADATA = "x-request-id"  # the gateway's request id, logged like REST's X-Request-ID
 
 # (request, seconds left before the client's deadline or None) -> response
 ApiMethod = Callable[[Message, "float | None"], Message]
@@ -87,7 +88,9 @@ class _Calls:
             model = _model_name(request)
             if self._metrics is not None and model:
                 self._metrics.record_request(model, version, api_name, code, seconds, ENTRYPOINT_GRPC)
-            log.info('%s "gRPC %s %s" %s %.1f ms', context.peer(), api_name, model or "-", code, seconds * 1000)
+            request_id = dict(context.invocation_metadata() or ()).get(REQUEST_ID_METADATA, "-")
+            log.info('%s "gRPC %s %s" %s %.1f ms request_id=%s', context.peer(), api_name, model or "-", code,
+                     seconds * 1000, request_id)
 
 
 class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):

@@ -67,13 +67,17 @@ def test_status_and_metadata_match_rest(grpc_client, rest_client):
 
 
 @pytest.mark.parametrize("signature", SIGNATURES)
-def test_predict_gives_the_rest_scores(grpc_client, rest_client, signature):
+def test_predict_gives_the_rest_scores(grpc_client, rest_client, model_server, signature):
     spec = spec_for(signature)
     batch = np.stack([model_input(spec, image) for image in PIXELS])
     by_grpc = grpc_client.predict(spec, grpc_client.encode(spec, batch), 1, request_id="grpc-transport-test")
     by_rest = rest_client.predict(spec, rest_client.encode(spec, batch), 1)
     assert by_grpc.dtype == np.float32 and by_grpc.shape == by_rest.shape == (3, 10)
     np.testing.assert_allclose(by_grpc, by_rest, atol=1e-6)
+    deadline = time.monotonic() + 5  # the request id reaches the model server's access log
+    while "request_id=grpc-transport-test" not in model_server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert '"gRPC Predict tiny" OK' in model_server.log() and "request_id=grpc-transport-test" in model_server.log()
 
 
 def test_uint8_input_refuses_scaled_pixels(grpc_client):

@@ -121,9 +121,10 @@ def test_runs_until_sigterm_then_stops_both(tiny_model):
     try:
         ready = run.wait_for_line("ready:", READY_TIMEOUT)
         assert f"http://127.0.0.1:{run.gw_port}" in ready
-        assert f"gRPC (TF Serving's PredictionService): 127.0.0.1:{run.grpc_port}" in run.output()
-        assert f"serving_sample_request.py -i test_images/chelsea.jpg --grpc 127.0.0.1:{run.grpc_port}" in run.output()
+        grpc_line = run.wait_for_line("  model server gRPC", 10)
+        assert f"gRPC (TF Serving's PredictionService): 127.0.0.1:{run.grpc_port}" in grpc_line
         run.wait_for_line("running until SIGTERM", 10)
+        assert f"serving_sample_request.py -i test_images/chelsea.jpg --grpc 127.0.0.1:{run.grpc_port}" in run.output()
         # test that progress and the ready-to-paste sample request are shown
         assert "[model_server] AVAILABLE after" in run.output()
         check_both_servers_answer(run)
