@@ -45,7 +45,7 @@ INTERNAL_ERROR_MESSAGE = "Internal server error"
 REQUEST_ID_METADATA = "x-request-id"  # the gateway's request id, logged like REST's X-Request-ID
 
 # (request, seconds left before the client's deadline or None) -> response
-ApiMethod = Callable[[Message, "float | None"], Message]
+ApiMethod = Callable[[Message, float | None], Message]
 
 
 def _model_name(request: Message) -> str:
