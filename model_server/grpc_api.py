@@ -69,8 +69,8 @@ _PROTO_FIELDS: dict[np.dtype, tuple[int, str]] = {
     np.dtype(np.bool_): (types_pb2.DT_BOOL, "bool_val"),
 }
 
-# New config -> None once every new model is AVAILABLE; raises ServingError otherwise.
-ReloadFn = Callable[[list[ModelConfig]], None]
+# (new config, seconds to wait or None) -> None once every model is AVAILABLE; raises ServingError otherwise.
+ReloadFn = Callable[[list[ModelConfig], float | None], None]
 
 
 def tensor_to_proto(array: np.ndarray, as_content: bool = False) -> tensor_pb2.TensorProto:
@@ -286,7 +286,7 @@ class GrpcApi:
         if request.config.WhichOneof("config") != "model_config_list":
             raise InvalidArgument("ServerModelConfig type not supported by HandleReloadConfigRequest. "
                                   "Only ModelConfigList is currently supported")
-        self._reload(model_configs_from_proto(request.config))
+        self._reload(model_configs_from_proto(request.config), timeout_s)
         return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto())
 
 

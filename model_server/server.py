@@ -78,8 +78,7 @@ class ModelServer:
             return
         failed = sorted(name for name, state in outcome.items() if state == "failed")
         if failed:
-            raise ConfigError(f"{len(failed)} model(s) did not become available: "
-                              "{" + ", ".join(f"{{{name}: END}}" for name in failed) + "}", "UNKNOWN")
+            raise ConfigError(_unavailable_message(failed), "UNKNOWN")
         self._start_grpc()
         self._start_rest()
         self._start_config_poller()
@@ -146,11 +145,12 @@ class ModelServer:
                     self.models = models
                     self.manager.set_models(models)
 
-    def reload_config(self, models: list[ModelConfig]) -> None:
+    def reload_config(self, models: list[ModelConfig], timeout_s: float | None = None) -> None:
         """Serve exactly ``models`` (ModelService.HandleReloadConfigRequest), like ServerCore::ReloadConfig.
 
-        Loads the new models and unloads removed ones, then waits until every model has a version
-        AVAILABLE. Raises the ServingError TF Serving would answer with.
+        Loads the new models and unloads removed ones, then waits (up to ``timeout_s``, the caller's
+        deadline, and RELOAD_WAIT_S) until every model has a version AVAILABLE. Raises the
+        ServingError TF Serving would answer with.
         """
         try:
             validate_model_configs(models)
@@ -160,11 +160,10 @@ class ModelServer:
             log.info("Reloading the model config; now serving: %s", ", ".join(m.name for m in models) or "nothing")
             self.models = models
             self.manager.set_models(models)
-            outcome = self.manager.wait_until_settled(RELOAD_WAIT_S)
+            outcome = self.manager.wait_until_settled(min(timeout_s or RELOAD_WAIT_S, RELOAD_WAIT_S))
         missing = sorted(name for name, state in outcome.items() if state != "available")
         if missing:
-            raise Unknown("Some servables were not available: {" + ", ".join(f"{{{name}: END}}" for name in missing)
-                          + "}")
+            raise Unknown(_unavailable_message(missing))
 
     # -- model calls ----------------------------------------------------------------------------
 
@@ -207,6 +206,11 @@ class ModelServer:
         self.manager.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("Model server stopped.")
+
+
+def _unavailable_message(names: list[str]) -> str:
+    """ServerCore's error when models do not become available (at start-up and on a config reload)."""
+    return f"{len(names)} model(s) did not become available: {{" + ", ".join(f"{{{name}: END}}" for name in names) + "}"
 
 
 def _configure_tensorflow(config: ServerConfig) -> None:

@@ -68,7 +68,7 @@ def server(models, tmp_path_factory, model_server_factory):
     grpc_port, socket_path = free_port(), folder / "grpc.sock"
     args = [f"--port={grpc_port}", f"--grpc_socket_path={socket_path}", f"--model_config_file={config}",
             f"--grpc_channel_arguments=grpc.max_receive_message_length={MAX_RECEIVE_BYTES}",
-            "--grpc_max_threads=8"]
+            "--grpc_max_threads=8", "--max_num_load_retries=0"]
     with model_server_factory(extra_args=args, wait_for="slow") as process:
         for name in models:
             _wait_rest_available(process, name)
@@ -405,6 +405,19 @@ def test_reload_config_errors(model_service):
     assert_rpc_error(lambda: _reload(model_service, {"rel": Path("relative/path")}),
                      grpc.StatusCode.INVALID_ARGUMENT, "Expected model rel to have an absolute path or URI; "
                                                        "got base_path()=relative/path")
+
+
+def test_reload_config_with_a_model_that_cannot_load_fails(model_service, models, tmp_path):
+    broken = tmp_path / "broken"
+    (broken / "1").mkdir(parents=True)
+    (broken / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    assert_rpc_error(lambda: _reload(model_service, {**models, "broken": broken}), grpc.StatusCode.UNKNOWN,
+                     "1 model(s) did not become available: {{broken: END}}")
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = "broken"
+    (failed,) = model_service.GetModelStatus(status, timeout=10).model_version_status
+    assert failed.state == get_model_status_pb2.ModelVersionStatus.END and failed.status.error_code != 0
+    _reload(model_service, models)  # back to the module's models
 
 
 def test_reload_config_adds_and_removes_models(prediction, model_service, models):
