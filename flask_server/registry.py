@@ -16,7 +16,7 @@ from flask_server.backend import ModelServerClient
 from flask_server.config import ConfigError, GatewayConfig
 from flask_server.errors import ModelNotFound
 from flask_server.labels import Label, LabelsError, load_labels
-from flask_server.model_config import PROTOCOL_V2, ModelSpec, load_model_specs
+from flask_server.model_config import PROTOCOL_GRPC, PROTOCOL_V2, ModelSpec, load_model_specs
 from flask_server.served_model import ServedModel
 from flask_server.transport import ModelServerTransport
 from flask_server.v2_transport import V2Client
@@ -25,11 +25,19 @@ _EXTENSION_KEY = "flask_server.registry"
 
 
 def open_transport(spec: ModelSpec, config: GatewayConfig) -> ModelServerTransport:
-    """The transport to ``spec.model_server_url`` for ``spec.protocol``, with the gateway's timeouts
-    and pool size: TF Serving's REST API (``backend.ModelServerClient``) or the Open Inference
-    Protocol (``v2_transport.V2Client``)."""
-    client_class = V2Client if spec.protocol == PROTOCOL_V2 else ModelServerClient
-    return client_class.from_config(spec.model_server_url, config)
+    """The transport to ``spec.model_server_url``, with the gateway's timeouts and pool size.
+
+    TF Serving's REST API (``backend.ModelServerClient``) unless the spec says ``protocol = "grpc"``
+    (``grpc_transport.GrpcTransport``, imported only then) or ``protocol = "v2"`` (the Open
+    Inference Protocol, ``v2_transport.V2Client``).
+    """
+    if spec.protocol == PROTOCOL_GRPC:
+        from flask_server.grpc_transport import GrpcTransport
+
+        return GrpcTransport.from_config(spec.model_server_url, config)
+    if spec.protocol == PROTOCOL_V2:
+        return V2Client.from_config(spec.model_server_url, config)
+    return ModelServerClient.from_config(spec.model_server_url, config)
 
 
 class ModelRegistry:

@@ -138,8 +138,8 @@ class V2DataPlane:
 class V2Api:
     """The v2 REST API (no HTTP in here): parse the path, call the data plane, render JSON."""
 
-    def __init__(self, repository: ModelRepository, submit: SubmitFn, timeout_s: float):
-        self.dataplane = V2DataPlane(repository, submit)
+    def __init__(self, dataplane: V2DataPlane, timeout_s: float):
+        self.dataplane = dataplane
         self._timeout_s = timeout_s
 
     def handle(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> ApiResponse:

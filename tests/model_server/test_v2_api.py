@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from model_server.rest_server import RestApi
-from model_server.v2_api import V2Api, export_labels, server_version
+from model_server.v2_api import V2Api, V2DataPlane, export_labels, server_version
 from tests.model_server.conftest import TINY_INPUT, TINY_LABELS
 
 pytestmark = pytest.mark.timeout(300)
@@ -72,7 +72,7 @@ def apis(v2_repository):
         def submit(handle, signature, tensors):
             return pool.submit(partial(handle.servable.run, signature), tensors)
 
-        yield V2Api(repository, submit, 30.0), RestApi(repository, submit, 30.0)
+        yield V2Api(V2DataPlane(repository, submit), 30.0), RestApi(repository, submit, 30.0)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import requests
 from serving_contract.export import read_export_info, write_export_info
 from serving_contract.labels import labels_to_info
 from tests.model_server.conftest import TFS_TESTDATA, TINY_INPUT, model_config_text, tfs_testdata
+from tests.support.processes import free_port
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in requirements.txt")
 from tritonclient.utils import InferenceServerException  # noqa: E402 (after the skip)
@@ -40,8 +41,10 @@ def server(model_paths, spec_example_path, tmp_path_factory, model_server_factor
     config = root / "models.config"
     config.write_text(model_config_text(models, extra={
         "tiny": "model_version_policy { specific { versions: 1 versions: 2 } }"}))
-    with model_server_factory(extra_args=[f"--model_config_file={config}", "--rest_api_host=127.0.0.1"],
-                              wait_for="tiny") as process:
+    grpc_port = free_port()
+    with model_server_factory(extra_args=[f"--model_config_file={config}", "--rest_api_host=127.0.0.1",
+                                          f"--port={grpc_port}"], wait_for="tiny") as process:
+        process.grpc_port = grpc_port
         yield process
 
 
@@ -149,3 +152,19 @@ def test_errors_reach_the_client(client, call, status, message):
     with pytest.raises(InferenceServerException) as caught:
         call(client)
     assert caught.value.status() == status and message in caught.value.message()
+
+
+def test_grpc_port_serves_the_v2_grpc_service(server):
+    """The same server's gRPC port (--port) also answers inference.GRPCInferenceService."""
+    tfs_testdata("half_plus_two")
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as triton:
+        assert triton.is_server_live() and triton.is_model_ready("half_plus_two")
+        x = grpcclient.InferInput("x", [3, 1], "FP32")
+        x.set_data_from_numpy(HALF_PLUS_TWO_INPUT)
+        result = triton.infer("half_plus_two", [x], outputs=[grpcclient.InferRequestedOutput("y", class_count=1)])
+        texts = [t.decode().split(":") for t in result.as_numpy("y").ravel()]
+        np.testing.assert_array_equal([np.float32(v) for v, _ in texts], 0.5 * HALF_PLUS_TWO_INPUT.ravel() + 2)
+        y = triton.infer("half_plus_two", [x]).as_numpy("y")
+        np.testing.assert_allclose(y.ravel(), 0.5 * HALF_PLUS_TWO_INPUT.ravel() + 2)
