@@ -1,6 +1,7 @@
-"""The gRPC front: TF Serving's PredictionService and ModelService on ``--port`` (and a UNIX socket).
+"""The gRPC front: TF Serving's PredictionService and ModelService on ``--port`` (and a UNIX socket),
+plus the services passed in (the Open Inference Protocol's, ``v2_grpc.py``).
 
-The only module that imports ``grpc``. Each RPC goes to ``GrpcApi`` (the request logic on the
+With ``v2_grpc.py``, the only module that imports ``grpc``. Each RPC goes to ``GrpcApi`` (the request logic on the
 official protos, shared repository and batching queue with REST); a ``ServingError`` becomes the
 gRPC status with the same canonical code and message, anything else INTERNAL (logged, never a
 traceback to the client). Like ``tensorflow_model_server``:
