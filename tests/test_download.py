@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from scripts import download_inceptionv3_model as download
-from scripts.export_saved_model import read_model_info
+from scripts.model_sidecar import read_model_info
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "download_inceptionv3_model.py"
