@@ -36,8 +36,10 @@ SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
 SERVING_UINT8 = "serving_uint8"
 SERVING_TOPK = "serving_topk"
+#: The signatures taking one image input and answering ``probabilities`` (the gateway's choices).
+PROBABILITIES_SIGNATURES = (SERVING_DEFAULT, SERVING_BYTES, SERVING_UINT8)
 #: What the exporter writes; an export of ours missing one of them was made by an older exporter.
-SIGNATURES = (SERVING_DEFAULT, SERVING_BYTES, SERVING_UINT8, SERVING_TOPK)
+SIGNATURES = (*PROBABILITIES_SIGNATURES, SERVING_TOPK)
 INPUT_IMAGE = "image"
 INPUT_PIXELS_BYTES = "pixels_bytes"
 INPUT_K = "k"

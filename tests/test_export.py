@@ -226,3 +226,29 @@ def test_inception_export_size_and_time(tmp_path, record_property):
     print(f"\nInceptionV3 export: {size_mb:.1f} MB in {seconds:.1f} s")
     # Variables stored once (~96 MB of float32 weights); Keras' model.export() would store ~2x.
     assert 80 < size_mb < 130
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("InceptionV3", "InceptionV3"),
+    ("inception_v3", "InceptionV3"),  # what download_inceptionv3_model.py's sidecars used to record
+    ("convnext_tiny", "ConvNeXtTiny"),  # Keras' own model.name
+    ("tiny", "custom"),
+    (None, "custom"),
+])
+def test_model_name_is_a_keras_applications_name_or_custom(name, expected):
+    assert export.model_name(name) == expected
+
+
+@pytest.mark.parametrize("sidecar, flag, expected", [
+    ({}, None, {"model": "custom", "preprocessing": "tf", "weights": "unknown"}),
+    ({}, "none", {"model": "custom", "preprocessing": "none", "weights": "unknown"}),
+    ({"model": "DenseNet121", "weights": "imagenet"}, None,  # no mode recorded: the table's
+     {"model": "DenseNet121", "preprocessing": "torch", "weights": "imagenet"}),
+    ({"model": "ResNet50", "preprocessing": "caffe", "weights": "untrained", "input_size": [224, 224]}, None,
+     {"model": "ResNet50", "preprocessing": "caffe", "weights": "untrained", "input_size": [224, 224]}),
+    ({"model": "ResNet50", "preprocessing": "caffe"}, "tf", {"model": "ResNet50", "preprocessing": "tf",
+                                                            "weights": "unknown"}),
+])
+def test_export_info_from_sidecar_and_preprocessing_flag(sidecar, flag, expected, capsys):
+    assert export.export_info_from(sidecar, flag) == expected
+    assert ("overrides the sidecar's caffe" in capsys.readouterr().out) == (flag == "tf")
