@@ -57,8 +57,10 @@ def models_from_config_file(path: Path) -> list[ServedModelEntry]:
 
 def chosen_models(args: argparse.Namespace) -> list[ServedModelEntry]:
     """The models of this run: ``--model-config-file``, else the ``--model`` list, else the one
-    ``--model-name`` at ``--model-base-path``. ValueError for an unreadable config file or a route
-    two models would share."""
+    ``--model-name`` at ``--model-base-path``. ValueError for both lists at once, an unreadable
+    config file or a route two models would share."""
+    if args.model_config_file and args.model:
+        raise ValueError("--model and --model-config-file both list models; use one of them")
     if args.model_config_file:
         models = models_from_config_file(args.model_config_file)
     elif args.model:

@@ -11,6 +11,7 @@ every route answers, scores equal in-process Keras (``load_img`` + ``preprocess_
 from __future__ import annotations
 
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +29,8 @@ from tests.test_export_modes import CASES, PHOTOS, TOLERANCE, keras_pipeline
 
 FRUIT = ["apple", "blood orange", "cherry"]
 FRUIT_SIZE = (32, 32)
+PETS = [("p0", "cat"), ("p1", "dog"), ("p2", "rabbit"), ("p3", "hamster")]
+SWAP_TIMEOUT = 60.0
 TOP_K = 5
 
 
@@ -66,9 +69,15 @@ def stack(tmp_path_factory):
     expected["fruit"] = (probabilities, [(label, label) for label in FRUIT])
     flags += ["--model", f"Fruit={root / 'Fruit'}"]
 
+    # A model whose next version changes its input size and classes (test_a_new_version_...).
+    export_keras_model(build_tiny_classifier(FRUIT_SIZE, classes=3, seed=4), root / "Pets", 1,
+                       log=lambda _msg: None, labels=PETS[:3])
+    flags += ["--model", f"Pets={root / 'Pets'}"]
+
     run = AutoCmd(root / "Fruit", None, ["--no-input", *flags], stdin=subprocess.DEVNULL)
     try:
         run.wait_for_line("running until SIGTERM", READY_TIMEOUT)
+        run.root = root
         yield run, expected
     finally:
         run.kill()
@@ -84,9 +93,10 @@ def test_every_model_gets_a_route_at_its_lowercased_name(stack):
     run, expected = stack
     listed = requests.get(f"http://127.0.0.1:{run.gw_port}/v1/models", timeout=10).json()["models"]
     assert {m["model"]: m["model_name"] for m in listed} == {
-        **{mode_model_name(mode).lower(): mode_model_name(mode) for mode in MODES}, "fruit": "Fruit"}
+        **{mode_model_name(mode).lower(): mode_model_name(mode) for mode in MODES}, "fruit": "Fruit", "pets": "Pets"}
     # the classes each version has, for the web page's top_k
-    assert {m["model"]: m["classes"] for m in listed} == {route: len(labels) for route, (_, labels) in expected.items()}
+    assert {m["model"]: m["classes"] for m in listed} == {
+        **{route: len(labels) for route, (_, labels) in expected.items()}, "pets": 3}
     # auto_cmd printed every route
     assert f"POST http://127.0.0.1:{run.gw_port}/v1/models/mode_caffe/predict" in run.output()
 
@@ -119,3 +129,19 @@ def test_custom_model_answers_its_own_labels(stack):
         np.testing.assert_allclose([p["score"] for p in answer], -np.sort(-row), rtol=0, atol=TOLERANCE)
     too_many = predict(run, "fruit", PHOTOS[0], top_k=4)
     assert too_many.status_code == 400 and "top_k must be between 1 and 3" in too_many.json()["error"]
+
+
+def test_a_new_version_with_another_size_and_classes_is_served_from_that_version_on(stack):
+    run, _ = stack
+    first = predict(run, "pets", PHOTOS[0])
+    assert first.status_code == 200 and {p["label"] for p in first.json()["predictions"]} == {"cat", "dog", "rabbit"}
+    export_keras_model(build_tiny_classifier((40, 40), classes=4, seed=6), run.root / "Pets", 2,
+                       log=lambda _msg: None, labels=PETS)
+    deadline = time.monotonic() + SWAP_TIMEOUT
+    while (answer := predict(run, "pets", PHOTOS[0], top_k=4)).json().get("model_version") != 2:
+        # until the swap, version 1 answers: top_k=4 is more than its 3 classes
+        assert answer.status_code == 400 and "between 1 and 3" in answer.json()["error"], answer.text
+        assert time.monotonic() < deadline, f"version 2 not served after {SWAP_TIMEOUT} s"
+        time.sleep(0.5)
+    assert answer.status_code == 200, answer.text
+    assert {p["label"] for p in answer.json()["predictions"]} == {label for _, label in PETS}
