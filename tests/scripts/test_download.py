@@ -27,7 +27,7 @@ from serving_contract.export import LABELS_ASSET_PATH, UNTRAINED_WEIGHTS, read_e
 from serving_contract.labels import imagenet_labels, labels_from_info, parse_labels_text
 from serving_contract.versions import latest_version
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WRAPPER = REPO / "scripts" / "download_inceptionv3_model.py"
 LISTED_MODELS = ("InceptionV3", "MobileNetV2", "ResNet50", "EfficientNetB0", "DenseNet121", "ConvNeXtTiny")
 # Independent of the table: the mode each model's keras.applications.<module>.preprocess_input applies.
@@ -42,6 +42,7 @@ def run_main(main, *args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.e2e
 def test_default_without_network_fails_fast(tmp_path):
     if download_model.weights_host_reachable(inception_download.INCEPTION_V3.weights_url, 3):
         pytest.skip("this machine can reach the weights host; the test is about offline machines")
@@ -109,6 +110,7 @@ def downloads(tmp_path_factory):
     return get
 
 
+@pytest.mark.applications
 @pytest.mark.parametrize("name", LISTED_MODELS)
 def test_untrained_model_saved_loadable_with_its_sidecar(downloads, name):
     import keras
@@ -123,6 +125,7 @@ def test_untrained_model_saved_loadable_with_its_sidecar(downloads, name):
     assert not [p.name for p in output.parent.iterdir() if p.name.startswith(".")]  # no partial files left
 
 
+@pytest.mark.applications
 @pytest.mark.parametrize("name", ["MobileNetV2", "EfficientNetB0"])
 def test_downloaded_model_exports_with_imagenet_labels(downloads, name, tmp_path):
     output, _ = downloads(name)
@@ -137,6 +140,7 @@ def test_downloaded_model_exports_with_imagenet_labels(downloads, name, tmp_path
     assert parse_labels_text((version_dir / LABELS_ASSET_PATH).read_text()) == list(imagenet_labels())
 
 
+@pytest.mark.applications
 def test_weights_from_local_file(downloads, tmp_path):
     import keras
 
@@ -155,6 +159,7 @@ def test_weights_from_local_file(downloads, tmp_path):
 
 
 # Keras warns about each layer it cannot match before it gives up; the error is what this test is about.
+@pytest.mark.applications
 @pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")
 def test_wrong_weights_file_is_a_clear_error(downloads, tmp_path):
     import keras
