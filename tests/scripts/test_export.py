@@ -12,8 +12,9 @@ import pytest
 from scripts import export_saved_model as export
 from scripts.export_saved_model import ExportError, export_keras_model
 from flask_server.preprocess import scale
-from serving_contract.export import (CUSTOM_MODEL, EXPORT_INFO_PATH, INPUT_IMAGE, INPUT_PIXELS_BYTES, OUTPUT_PROBABILITIES,
-                                     SERVING_BYTES, SERVING_DEFAULT, SERVING_UINT8, SIGNATURES, UNTRAINED_WEIGHTS)
+from serving_contract.export import (CUSTOM_MODEL, EXPORT_INFO_PATH, INPUT_IMAGE, INPUT_PIXELS_BYTES,
+                                     OUTPUT_PROBABILITIES, SERVING_BYTES, SERVING_DEFAULT, SERVING_UINT8, SIGNATURES,
+                                     UNTRAINED_WEIGHTS)
 from serving_contract.preprocessing import MODES
 from serving_contract.versions import is_version_name, list_versions
 from tests.support.tiny_models import build_tiny_classifier, export_tiny_classifier

@@ -80,7 +80,8 @@ def keras_pipeline(keras, model, module: str, size: tuple[int, int]) -> tuple[np
     return batch.astype(np.uint8), probabilities
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [pytest.param(mode, marks=[pytest.mark.applications] if CASES[mode][2] else [])
+                                  for mode in MODES])
 def test_exported_scores_equal_in_process_keras(mode, tmp_path):
     import keras
     import tensorflow as tf

@@ -22,7 +22,6 @@ from serving_contract.export import (INPUT_K, INPUT_PIXELS_BYTES, LABELS_ASSET_P
                                      OUTPUT_CLASS_INDEX, OUTPUT_CLASS_LABEL, OUTPUT_PROBABILITIES, OUTPUT_SCORES,
                                      SERVING_TOPK, SERVING_UINT8, read_export_info)
 from serving_contract.versions import latest_version, list_versions
-from tests.support.processes import start_model_server
 from tests.support.tiny_models import build_tiny_classifier
 
 QUIET = {"log": lambda _msg: None}
@@ -167,7 +166,7 @@ def test_serving_topk_equals_numpy_top_k_of_serving_uint8(ten_classes, ks):
     assert answer[OUTPUT_CLASS_LABEL].astype(str).tolist() == [[labels[i][1] for i in row] for row in order]
 
 
-def test_serving_topk_through_our_model_server_row_format(ten_classes, tmp_path):
+def test_serving_topk_through_our_model_server_row_format(ten_classes, tmp_path, model_server_factory):
     version_dir, labels, loaded = ten_classes
     import tensorflow as tf
 
@@ -177,7 +176,7 @@ def test_serving_topk_through_our_model_server_row_format(ten_classes, tmp_path)
     base = tmp_path / "ten"
     base.mkdir()
     (base / "1").symlink_to(version_dir, target_is_directory=True)
-    with start_model_server(model_name="ten", model_base_path=base) as server:
+    with model_server_factory(model_name="ten", model_base_path=base) as server:
         instances = [{INPUT_PIXELS_BYTES: {"b64": base64.b64encode(image.tobytes()).decode()}, INPUT_K: 3}
                      for image in images]
         response = requests.post(f"{server.url}/v1/models/ten:predict",
