@@ -23,9 +23,11 @@ from serving_contract.applications import APPLICATIONS
 from serving_contract.export import CUSTOM_MODEL, UNTRAINED_WEIGHTS, read_export_info
 from serving_contract.labels import labels_from_info
 from serving_contract.preprocessing import MODES
+from tests.scripts.test_auto_cmd import READY_TIMEOUT, AutoCmd
+from tests.scripts.test_export_modes import CASES, PHOTOS, TOLERANCE, keras_pipeline
 from tests.support.tiny_models import build_tiny_classifier
-from tests.test_auto_cmd import READY_TIMEOUT, AutoCmd
-from tests.test_export_modes import CASES, PHOTOS, TOLERANCE, keras_pipeline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.applications]  # MobileNetV2 / V3Small networks
 
 FRUIT = ["apple", "blood orange", "cherry"]
 FRUIT_SIZE = (32, 32)

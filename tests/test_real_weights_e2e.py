@@ -21,8 +21,10 @@ import requests
 from scripts.download_model import weights_host_reachable
 from serving_contract.applications import APPLICATIONS
 from serving_contract.labels import imagenet_labels
+from tests.scripts.test_auto_cmd import READY_TIMEOUT, AutoCmd
 from tests.support.processes import REPO_ROOT
-from tests.test_auto_cmd import READY_TIMEOUT, AutoCmd
+
+pytestmark = [pytest.mark.e2e, pytest.mark.applications]  # a full MobileNetV2
 
 MODEL = "MobileNetV2"
 SHARED_WEIGHTS = REPO_ROOT.parent / "shared" / "models" / "mobilenet_v2" / "mobilenet_v2_1.0_224_imagenet.weights.h5"
