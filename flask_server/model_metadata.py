@@ -29,7 +29,8 @@ from typing import Any
 from flask_server.model_config import ModelSpec, signature_defaults
 from serving_contract.export import (INPUT_IMAGE, INPUT_K, INPUT_PIXELS_BYTES, INPUT_SIZE_KEY, OUTPUT_CLASS_ID,
                                      OUTPUT_CLASS_LABEL, OUTPUT_PROBABILITIES, OUTPUT_SCORES, PREPROCESSING_KEY,
-                                     SERVING_BYTES, SERVING_DEFAULT, SERVING_TOPK, SERVING_UINT8)
+                                     PROBABILITIES_SIGNATURES, SERVING_BYTES, SERVING_DEFAULT, SERVING_TOPK,
+                                     SERVING_UINT8)
 from serving_contract.labels import Label, LabelsError, labels_from_info
 from serving_contract.preprocessing import MODES
 
@@ -103,7 +104,7 @@ class VersionMetadata:
         labels = self.labels()
         if labels is not None:
             return len(labels)
-        for name in (SERVING_UINT8, SERVING_DEFAULT, SERVING_BYTES):
+        for name in PROBABILITIES_SIGNATURES:
             signature = self.signatures.get(name)
             shape = signature.outputs.get(OUTPUT_PROBABILITIES) if signature else None
             if shape and len(shape) == 2 and _positive_int(shape[1]):
