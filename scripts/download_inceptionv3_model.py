@@ -8,7 +8,7 @@ message and untrained-weights warning, and the same sidecar ``<output>.json``.
 Typical usage::
 
     python scripts/download_inceptionv3_model.py                  # ImageNet weights (needs internet)
-    python scripts/download_inceptionv3_model.py --weights ~/Downloads/inception_v3_weights_tf_dim_ordering_tf_kernels.h5
+    python scripts/download_inceptionv3_model.py --weights inception_v3_weights_tf_dim_ordering_tf_kernels.h5
     python scripts/download_inceptionv3_model.py --weights none   # offline, untrained
 """
 

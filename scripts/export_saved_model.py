@@ -238,8 +238,8 @@ def export_needed(base_path: Path) -> tuple[bool, str]:
         return True, f"no version under {base_path}"
     missing = missing_signatures(base_path / str(latest))
     if missing:
-        return True, (f"version {latest} was exported without {', '.join(missing)} "
-                      f"(the gateway calls {SERVING_UINT8} by default)")
+        why = f" (the gateway calls {SERVING_UINT8} by default)" if SERVING_UINT8 in missing else ""
+        return True, f"version {latest} was exported without {', '.join(missing)}{why}"
     return False, f"version {latest} needs no new export"
 
 

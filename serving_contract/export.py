@@ -20,7 +20,8 @@ Signatures (``[batch]`` everywhere, so TF Serving's row format works for each):
 ``preprocessing`` (a ``serving_contract.preprocessing`` mode), ``labels`` (``[{"id", "label"}]`` in
 output order, see ``serving_contract.labels``), ``classes``, the signatures, and ``weights``: where
 the weights came from; ``untrained`` there means random weights, whose predictions are meaningless.
-The class names are also the SavedModel asset ``assets/labels.txt`` (one class a line).
+The class names are also the SavedModel asset ``assets/labels.txt``: one class a line in output
+order, ``label`` where id and label are equal, else ``id<TAB>label`` (``serving_contract.labels``).
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ from scripts import export_saved_model as export
 from scripts.export_saved_model import ExportError, export_keras_model
 from flask_server.preprocess import scale
 from serving_contract.export import (CUSTOM_MODEL, EXPORT_INFO_PATH, INPUT_IMAGE, INPUT_PIXELS_BYTES,
-                                     OUTPUT_PROBABILITIES, SERVING_BYTES, SERVING_DEFAULT, SERVING_UINT8, SIGNATURES,
-                                     UNTRAINED_WEIGHTS)
+                                     OUTPUT_PROBABILITIES, SERVING_BYTES, SERVING_DEFAULT, SERVING_TOPK, SERVING_UINT8,
+                                     SIGNATURES, UNTRAINED_WEIGHTS)
 from serving_contract.preprocessing import MODES
 from serving_contract.versions import is_version_name, list_versions
 from tests.support.tiny_models import build_tiny_classifier, export_tiny_classifier
@@ -193,10 +193,17 @@ def test_if_needed_exports_when_there_is_no_version_or_the_latest_predates_a_sig
     del info["signatures"][SERVING_UINT8]
     info_path.write_text(json.dumps(info))
     assert export.main(args) == 0 and list_versions(base) == [1, 2]
-    assert "version 1 was exported without serving_uint8" in capsys.readouterr().out
+    assert "version 1 was exported without serving_uint8 (the gateway calls" in capsys.readouterr().out
+    # An export from before serving_topk (labels inside the export) existed is outdated too.
+    info_path = base / "2" / EXPORT_INFO_PATH
+    info = json.loads(info_path.read_text())
+    del info["signatures"][SERVING_TOPK]
+    info_path.write_text(json.dumps(info))
+    assert export.main(args) == 0 and list_versions(base) == [1, 2, 3]
+    assert "version 2 was exported without serving_topk\n" in capsys.readouterr().out
     # A SavedModel without our export_info is someone else's: it is not replaced.
-    (base / "2" / EXPORT_INFO_PATH).unlink()
-    assert export.main(args) == 0 and list_versions(base) == [1, 2]
+    (base / "3" / EXPORT_INFO_PATH).unlink()
+    assert export.main(args) == 0 and list_versions(base) == [1, 2, 3]
 
 
 def test_command_line(tmp_path, tiny, capsys):

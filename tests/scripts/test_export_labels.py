@@ -96,7 +96,8 @@ def not_classifiers():
     flat = keras.Input((12,))
     grey = keras.Input((32, 32, 1))
     return {
-        "segmenter": (keras.Model(image, keras.layers.Conv2D(3, 1)(image)), "output [batch, classes], got [batch, 32, 32, 3]"),
+        "segmenter": (keras.Model(image, keras.layers.Conv2D(3, 1)(image)),
+                      "output [batch, classes], got [batch, 32, 32, 3]"),
         "tabular": (keras.Model(flat, keras.layers.Dense(3)(flat)), "[batch, H, W, 3], got [batch, 12]"),
         "greyscale": (keras.Model(grey, keras.layers.Dense(3)(keras.layers.Flatten()(grey))), "got [batch, 32, 32, 1]"),
     }
@@ -161,7 +162,8 @@ def test_serving_topk_equals_numpy_top_k_of_serving_uint8(ten_classes, ks):
     assert answer[OUTPUT_CLASS_INDEX].dtype == np.int32 and answer[OUTPUT_SCORES].dtype == np.float32
     assert answer[OUTPUT_CLASS_INDEX].shape == (4, k)
     np.testing.assert_array_equal(answer[OUTPUT_CLASS_INDEX], order)
-    np.testing.assert_allclose(answer[OUTPUT_SCORES], np.take_along_axis(probabilities, order, axis=1), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(answer[OUTPUT_SCORES], np.take_along_axis(probabilities, order, axis=1),
+                               rtol=0, atol=1e-7)
     assert answer[OUTPUT_CLASS_ID].astype(str).tolist() == [[labels[i][0] for i in row] for row in order]
     assert answer[OUTPUT_CLASS_LABEL].astype(str).tolist() == [[labels[i][1] for i in row] for row in order]
 
