@@ -290,11 +290,13 @@ def wait_for_models(url: str, model_names: Sequence[str], child: ChildProcess, t
 
     With several models each state ``on_state`` gets is prefixed with the model's name.
     """
+    def reporter(name: str) -> Callable[[str, float], None] | None:
+        if on_state is None or len(model_names) == 1:
+            return on_state
+        return lambda state, seconds: on_state(f"{name}: {state}", seconds)
+
     deadline = time.monotonic() + timeout
     elapsed = 0.0
     for name in model_names:
-        report = on_state
-        if on_state and len(model_names) > 1:
-            report = lambda state, seconds, name=name: on_state(f"{name}: {state}", seconds)  # noqa: E731
-        elapsed = wait_for_model(url, name, child, max(0.0, deadline - time.monotonic()), report, stop)
+        elapsed = wait_for_model(url, name, child, max(0.0, deadline - time.monotonic()), reporter(name), stop)
     return elapsed

@@ -99,7 +99,8 @@ def test_every_model_gets_a_route_at_its_lowercased_name(stack):
     # the classes each version has, for the web page's top_k
     assert {m["model"]: m["classes"] for m in listed} == {
         **{route: len(labels) for route, (_, labels) in expected.items()}, "pets": 3}
-    # auto_cmd printed every route
+    # auto_cmd waited for each model, and printed every route
+    assert "[model_server] Fruit: AVAILABLE after" in "".join(run.lines)
     assert f"POST http://127.0.0.1:{run.gw_port}/v1/models/mode_caffe/predict" in run.output()
 
 

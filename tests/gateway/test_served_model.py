@@ -141,7 +141,9 @@ def signature_def(*names: str, size: tuple[int, int] = (6, 6), classes: int = 3)
                              "outputs": {name: tensor(-1, -1) for name in ("scores", "class_index", "class_id",
                                                                            "class_label")}},
             "__saved_model_init_op": {"inputs": {}, "outputs": {}}}
-    return {"signature_def": {"signature_def": {name: defs[name] for name in (*names, "__saved_model_init_op")}}}
+    # The real server prints the Any's type beside the map.
+    return {"signature_def": {"signature_def": {name: defs[name] for name in (*names, "__saved_model_init_op")},
+                              "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap"}}
 
 
 THREE = [("c0", "cat"), ("c1", "dog"), ("c2", "owl")]
