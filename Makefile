@@ -10,13 +10,15 @@ KERAS_MODEL := scripts/inception.keras
 # Each is kept as $(MODEL_REPOSITORY)/<name>.keras and exported to $(MODEL_REPOSITORY)/<name>/.
 MODELS ?=
 MODEL_REPOSITORY ?= $(CURDIR)/models
+GRPC_PORT ?= 8500
 
 .PHONY: run test test-fast bench loadtest model export system-deps venv clean
 
-# Both servers up on 127.0.0.1 (model server :9000, gateway :5000), ready for a sample request.
-# MODEL_SERVER_ARGS="--enable_batching ..." adds model server flags (scripts/auto_cmd.py reads it).
+# Both servers up on 127.0.0.1 (model server REST :9000 and gRPC :$(GRPC_PORT), gateway :5000), ready
+# for a sample request. MODEL_SERVER_ARGS="--enable_batching ..." adds model server flags
+# (scripts/auto_cmd.py reads it); GRPC_PORT=0 turns gRPC off.
 run: venv $(if $(MODELS),$(addprefix model-,$(MODELS)),model)
-	$(PY) scripts/auto_cmd.py $(if $(MODELS),$(foreach m,$(MODELS),--model $(m)=$(MODEL_REPOSITORY)/$(m)),--model-base-path $(MODEL_BASE_PATH))
+	$(PY) scripts/auto_cmd.py $(if $(MODELS),$(foreach m,$(MODELS),--model $(m)=$(MODEL_REPOSITORY)/$(m)),--model-base-path $(MODEL_BASE_PATH)) --grpc-port $(GRPC_PORT)
 
 # The whole test suite (what .ci/run calls).
 test: venv system-deps
@@ -40,6 +42,7 @@ $(VENV)/.installed: requirements.txt requirements-gateway.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps tensorflow-serving-api==2.21.0
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
