@@ -41,7 +41,8 @@ class InMemoryTransport:
         self.calls: list[tuple[str, int, str | None]] = []
 
     def model_status(self, name: str, request_id: str | None = None) -> list[dict[str, Any]]:
-        return [{"version": str(self.version - 1), "state": "END"}, {"version": str(self.version), "state": "AVAILABLE"}]
+        return [{"version": str(self.version - 1), "state": "END"},
+                {"version": str(self.version), "state": "AVAILABLE"}]
 
     def model_metadata(self, name: str, version: int | None = None, label: str | None = None,
                        request_id: str | None = None) -> dict[str, Any]:
@@ -134,7 +135,8 @@ def signature_def(*names: str, size: tuple[int, int] = (6, 6), classes: int = 3)
         return {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims],
                                                       "unknown_rank": False}, "name": "x:0"}
     pixels = {"pixels_bytes": tensor(-1)}
-    defs = {"serving_default": {"inputs": {"image": tensor(-1, *size, 3)}, "outputs": {"probabilities": tensor(-1, classes)}},
+    defs = {"serving_default": {"inputs": {"image": tensor(-1, *size, 3)},
+                                "outputs": {"probabilities": tensor(-1, classes)}},
             "serving_uint8": {"inputs": pixels, "outputs": {"probabilities": tensor(-1, classes)}},
             "serving_bytes": {"inputs": pixels, "outputs": {"probabilities": tensor(-1, classes)}},
             "serving_topk": {"inputs": {**pixels, "k": tensor(-1)},
@@ -200,7 +202,8 @@ def test_stated_labels_rename_serving_topk_classes_by_index():
     model, _ = served(np.float32([[0.2, 0.5, 0.3]]), {VERSION: export((6, 6), THREE, "serving_topk")},
                       explicit=frozenset({"labels"}))
     model.labels = mine
-    assert model.classify([image_bytes()], 1).top_k[0][0] == {"wnid": "y", "label": "second", "score": pytest.approx(0.5)}
+    best = model.classify([image_bytes()], 1).top_k[0][0]
+    assert best == {"wnid": "y", "label": "second", "score": pytest.approx(0.5)}
 
 
 def test_a_new_version_with_other_classes_is_served_from_that_version_on():

@@ -132,7 +132,8 @@ def test_page_lists_every_model_and_asks_a_small_one_for_its_classes_only(model_
                        labels=colours)
     export_keras_model(build_tiny_classifier((28, 28), 10, seed=8), paths["Ten"], 1, log=lambda _msg: None)
     write_model_config(tmp_path / "models.config", paths)
-    (tmp_path / "models.toml").write_text('[models.colours]\nmodel_name = "Colours"\n\n[models.ten]\nmodel_name = "Ten"\n')
+    (tmp_path / "models.toml").write_text('[models.colours]\nmodel_name = "Colours"\n\n'
+                                          '[models.ten]\nmodel_name = "Ten"\n')
     with model_server_factory(extra_args=[f"--model_config_file={tmp_path / 'models.config'}"],
                               wait_for="Colours") as server, \
             start_gateway({"MODEL_SERVER_URL": server.url, "MODELS_CONFIG": str(tmp_path / "models.toml")},
