@@ -28,7 +28,7 @@ import orjson
 from flask_server.backend import ModelServerClient
 from flask_server.errors import BadModelServerReply, quote_reply
 from flask_server.model_config import JSON_FLOATS, RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
-from flask_server.transport import EncodedBatch
+from flask_server.transport import EncodedBatch, TopK
 from flask_server.version_tracker import AVAILABLE
 from serving_contract.export import OUTPUT_PROBABILITIES
 
@@ -152,9 +152,20 @@ class V2Client(ModelServerClient):
         metadata = {EXPORT_INFO_KEY: reply[EXPORT_INFO_KEY]} if isinstance(reply.get(EXPORT_INFO_KEY), dict) else {}
         return {"model_spec": {"name": name, "version": str(version)}, "metadata": metadata}
 
-    def encode(self, spec: ModelSpec, batch: np.ndarray) -> V2EncodedBatch:
-        """The v2 inference request for ``batch`` under ``spec``'s input name, format and signature."""
+    def encode(self, spec: ModelSpec, batch: np.ndarray, k: int | None = None) -> V2EncodedBatch:
+        """The v2 inference request for ``batch`` under ``spec``'s input name, format and signature.
+
+        ``k`` is for ``serving_topk``, which the gateway never picks over v2: v2 metadata describes
+        one signature's tensors, not a SignatureDef list, so ``model_metadata`` lists none.
+        """
         return encode_infer_request(spec.input_name, spec.input_format, spec.signature, batch)
+
+    def predict_top_k(self, spec: ModelSpec, encoded: V2EncodedBatch, version: int,
+                      request_id: str | None = None) -> TopK:
+        """Not over v2 (see ``encode``): BadModelServerReply naming the setting to change."""
+        raise BadModelServerReply(f"model {spec.model_name!r}: signature {spec.signature!r} is not called over the "
+                                  f"v2 protocol; set models.{spec.route}.signature to a probabilities signature "
+                                  f"(serving_uint8)", self.base_url)
 
     def predict(self, spec: ModelSpec, encoded: V2EncodedBatch, version: int,
                 request_id: str | None = None) -> np.ndarray:
