@@ -114,3 +114,10 @@ def test_same_scores_as_the_rest_client(model_server, signature, input_format, i
 
 def test_implements_the_transport_interface():
     assert isinstance(V2Client("http://127.0.0.1:1"), ModelServerTransport)
+
+
+def test_serving_topk_is_refused_naming_the_setting():
+    spec = ModelSpec(route="r", model_server_url="http://127.0.0.1:1", model_name="m", signature="serving_topk")
+    client = V2Client(spec.model_server_url)
+    with pytest.raises(BadModelServerReply, match=r"set models\.r\.signature to a probabilities signature"):
+        client.predict_top_k(spec, client.encode(spec, PIXELS, k=5), 1)
