@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from model_server.batching import BatchScheduler
-from model_server.config import (ConfigError, ServerConfig, load_batching_config, load_model_configs,
+from model_server.config import (BindError, ConfigError, ServerConfig, load_batching_config, load_model_configs,
                                  load_monitoring_config, parse_model_config_text, validate_model_configs)
 from model_server.monitoring import Metrics
 from model_server.repository import ModelRepository, ServableHandle
@@ -58,7 +58,12 @@ class ModelServer:
     # -- start-up -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the initial models, then start serving. Raises ConfigError when it cannot."""
+        """Bind the ports, load the initial models, then start serving. Raises ConfigError when it cannot.
+
+        Binding comes first, before TensorFlow is even imported: a busy port fails in well under a
+        second (BindError) instead of after a model load of many seconds.
+        """
+        self._bind_rest()
         _configure_tensorflow(self.config)
         if self._scheduler:
             self._scheduler.start()
@@ -74,7 +79,7 @@ class ModelServer:
         self._start_rest()
         self._start_config_poller()
 
-    def _start_rest(self) -> None:
+    def _bind_rest(self) -> None:
         config = self.config
         if config.port:
             log.info("gRPC is not served by this server: --port=%d is accepted for compatibility and not bound.",
@@ -87,10 +92,21 @@ class ModelServer:
                       "HTTP/REST API. Skipped exporting HTTP/REST API.")
             return
         api = RestApi(self.repository, self._submit, config.rest_api_timeout_in_ms / 1000)
-        self._rest = RestServer(config.rest_api_host, config.rest_api_port, api, self.metrics,
-                                self.monitoring.prometheus_path)
-        self._rest.start()
+        address = f"{config.rest_api_host}:{config.rest_api_port}"
+        try:
+            self._rest = RestServer(config.rest_api_host, config.rest_api_port, api, self.metrics,
+                                    self.monitoring.prometheus_path)
+        except OSError as exc:
+            raise BindError(_bind_failure(address, exc)) from exc
+
+    def _start_rest(self) -> None:
+        if self._rest is None:
+            return
         host, port = self._rest.address[:2]
+        try:
+            self._rest.start()
+        except OSError as exc:  # another process bound the port with SO_REUSEADDR and listened first
+            raise BindError(_bind_failure(f"{host}:{port}", exc)) from exc
         log.info("Exporting HTTP/REST API at:%s:%d ...", host, port)
 
     def _start_config_poller(self) -> None:
@@ -149,6 +165,11 @@ class ModelServer:
         self.manager.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("Model server stopped.")
+
+
+def _bind_failure(address: str, exc: OSError) -> str:
+    """TF Serving's words for a server it could not start, with the operating system's reason."""
+    return f"Failed to start HTTP Server at {address}: {exc.strerror or exc}"
 
 
 def _configure_tensorflow(config: ServerConfig) -> None:

@@ -14,6 +14,8 @@ the same code and command lines as ``make run`` (the gateway with flask_server/g
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -22,8 +24,19 @@ import requests
 from scripts.processes import (LOOPBACK, REPO_ROOT, ChildProcess, free_port, gateway_command, model_server_command,
                                model_state, poll_until)
 
-__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "model_available", "spawn", "start_gateway",
+__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "held_port", "model_available", "spawn", "start_gateway",
            "start_model_server", "wait_until"]
+
+# A stand-in for "something else already listening": another process, so its pid and command are
+# what a busy-port message should name.
+_LISTENER = """
+import socket, sys, time
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+print(sock.getsockname()[1], flush=True)
+time.sleep(600)
+"""
 
 
 class ServerProcess(ChildProcess):
@@ -100,3 +113,17 @@ def start_gateway(env: Mapping[str, str] | None = None, workers: int = 1, thread
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def held_port(timeout: float = 20.0) -> Iterator[tuple[int, ChildProcess]]:
+    """(port, holder): a port on 127.0.0.1 on which another process listens, until the block ends."""
+    holder = ChildProcess("listener", [sys.executable, "-c", _LISTENER], echo=False)
+    try:
+        deadline = time.monotonic() + timeout
+        while not holder.log().strip():
+            assert holder.alive() and time.monotonic() < deadline, f"listener did not start: {holder.log()}"
+            time.sleep(0.05)
+        yield int(holder.log().split()[0]), holder
+    finally:
+        holder.stop()
