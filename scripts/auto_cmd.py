@@ -7,9 +7,16 @@ under gunicorn with ``flask_server/gunicorn.conf.py``, pointed at the model serv
 process groups, so Ctrl-C reaches this script only and it stops them in order: SIGTERM, a bounded
 wait, then SIGKILL.
 
+Before starting anything it checks that every port it will listen on is free, and otherwise exits 1
+with one line per busy port: who holds it (pid and command) and the flag or make variable that
+picks another (scripts/port_check.py). A readiness answer counts only from the process it started.
+
 Stop with ``q`` / ``exit`` + Enter, Ctrl-C or SIGTERM. With ``--no-input`` (or when stdin is not a
 terminal and reaches end of file, e.g. ``< /dev/null``) it runs until SIGTERM or Ctrl-C.
-If a server dies, its last log lines are printed, the other one is stopped and the exit code is 1.
+Once both are ready, a server that exits is reported (exit code, last log lines) and restarted with
+backoff while the other keeps running (scripts/supervisor.py); with ``--no-restart`` the other one
+is stopped instead and the exit code is 1. A server that fails during the first start-up is never
+retried: that is a configuration problem, and the exit code is 1.
 
 Typical usage (``make run`` does this after exporting a model)::
 
@@ -35,9 +42,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/auto_cmd.py`: make `scripts.` importable without pip -e
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scripts.port_check import PortUse, busy_ports
 from scripts.processes import (DEFAULT_POLL_WAIT_SECONDS, REPO_ROOT, STARTUP_TIMEOUT, ChildDied, ChildProcess,
                                StopRequested, gateway_command, gateway_env, model_server_command,
                                wait_for_http_ok, wait_for_model)
+from scripts.supervisor import Server, Supervisor
 from scripts.processes import GATEWAY_APP, GUNICORN_CONF  # noqa: F401 (tests/test_deploy.py reads them here)
 
 DEFAULT_MODEL_BASE_PATH = REPO_ROOT / "my_image_classifier"
@@ -47,6 +56,9 @@ DEFAULT_REST_API_PORT = 9000
 DEFAULT_GATEWAY_PORT = 5000
 QUIT_WORDS = frozenset({"q", "quit", "exit"})
 SAMPLE_IMAGE = "test_images/chelsea.jpg"
+WATCH_INTERVAL_S = 0.5
+EXIT_PORT_BUSY = 1
+EXIT_NO_MODEL = 2
 
 
 def client_host(host: str) -> str:
@@ -89,12 +101,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="how often the model server looks for new versions (%(default)s s)")
     parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT,
                         help="seconds each server may take to become ready (%(default)s)")
+    parser.add_argument("--no-restart", action="store_true",
+                        help="when a server exits, stop the other one and exit 1 instead of restarting it")
     parser.add_argument("--no-input", action="store_true",
                         help="do not read the keyboard; run until SIGTERM or Ctrl-C")
     parser.add_argument("--model-server-args", default=os.environ.get("MODEL_SERVER_ARGS", ""),
                         help="more model server flags, one shell-quoted string, e.g. \"--enable_batching "
                              "--tensorflow_intra_op_parallelism=1\" (default: MODEL_SERVER_ARGS)")
     return parser.parse_args(argv)
+
+
+def port_uses(args: argparse.Namespace) -> list[PortUse]:
+    """Every port this run will listen on, with the flag and make variable that change it."""
+    uses = [PortUse(args.rest_api_port, "model server REST API", "--rest-api-port", "REST_API_PORT"),
+            PortUse(args.gateway_port, "gateway", "--gateway-port", "GATEWAY_PORT")]
+    # --grpc-port arrives with the model server's gRPC API (0 or absent: nothing to check yet).
+    if getattr(args, "grpc_port", 0):
+        uses.insert(1, PortUse(args.grpc_port, "model server gRPC API", "--grpc-port", "GRPC_PORT"))
+    return uses
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not base_path.is_dir() or not any(p.name.isdigit() for p in base_path.iterdir()):
         print(f"error: no numeric model version under {base_path}; export one first "
               f"(make model, or scripts/export_saved_model.py --base-path {base_path})", file=sys.stderr)
-        return 2
+        return EXIT_NO_MODEL
+    # Before anything starts: a busy port would otherwise surface only after a model load, or
+    # worse, another program's answer would be taken for our server's.
+    problems = busy_ports(args.host, port_uses(args))
+    if problems:
+        print("\n".join(problems), file=sys.stderr, flush=True)
+        return EXIT_PORT_BUSY
 
     stop = threading.Event()
     received: list[str] = []
@@ -127,31 +157,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(name: str) -> Callable[[str, float], None]:
         return lambda state, elapsed: print(f"[{name}] {state} after {elapsed:.1f} s", flush=True)
 
+    # Both start at once (the gateway needs no model to boot); readiness is checked in order.
+    servers = [
+        Server("model_server", lambda: ChildProcess("model_server", ms_args),
+               lambda child, stop: wait_for_model(ms_url, args.model_name, child, args.startup_timeout,
+                                                  progress("model_server"), stop)),
+        Server("gateway", lambda: ChildProcess("gateway", gw_args, env=gateway_env(ms_url)),
+               lambda child, stop: wait_for_http_ok(f"{gw_url}/readyz", child, args.startup_timeout,
+                                                    progress("gateway"), stop),
+               wait_ready_again=lambda child, stop: wait_for_http_ok(f"{gw_url}/healthz", child,
+                                                                     args.startup_timeout, None, stop)),
+    ]
+    supervisor = Supervisor(servers, stop, restart=not args.no_restart)
     code = 0
-    children: list[ChildProcess] = []
     try:
         print(f"starting model server: {' '.join(ms_args)}", flush=True)
-        children.append(ChildProcess("model_server", ms_args))
         print(f"starting gateway:      {' '.join(gw_args)}", flush=True)
-        children.append(ChildProcess("gateway", gw_args, env=gateway_env(ms_url)))
-        # Both start at once (the gateway needs no model to boot); readiness is checked in order.
-        ms_ready = wait_for_model(ms_url, args.model_name, children[0], args.startup_timeout,
-                                  progress("model_server"), stop)
-        gw_ready = wait_for_http_ok(f"{gw_url}/readyz", children[1], args.startup_timeout, progress("gateway"), stop)
-        print(f"\nready: model server {ms_url} ({ms_ready:.1f} s), gateway {gw_url} ({gw_ready:.1f} s)")
+        ready = supervisor.start_all()
+        ms, gw = (server.child.pid for server in servers)
+        print(f"\nready: model server {ms_url} (pid {ms}, {ready['model_server']:.1f} s), "
+              f"gateway {gw_url} (pid {gw}, {ready['gateway']:.1f} s)")
         print(f"  model status: {ms_url}/v1/models/{args.model_name}")
         print("  try:\n    " + "\n    ".join(sample_commands(gw_url, ms_url, args.model_name)))
+        print("a server that exits is " + ("not restarted (--no-restart)" if args.no_restart
+                                          else "restarted with backoff (1 s doubling to 30 s)"))
         if args.no_input:
             print("running until SIGTERM or Ctrl-C", flush=True)
         else:
             print("type q + Enter (or Ctrl-C) to stop", flush=True)
             threading.Thread(target=_watch_stdin, args=(stop,), name="stdin", daemon=True).start()
-        while not stop.wait(0.5):
-            dead = next((c for c in children if not c.alive()), None)
-            if dead:
-                print(f"\nerror: {dead.name} exited with code {dead.popen.returncode}; last lines:\n{dead.tail()}",
-                      file=sys.stderr, flush=True)
-                code = 1
+        while not stop.wait(WATCH_INTERVAL_S):
+            watched = supervisor.watch()
+            if watched is not None:
+                code = watched
                 break
     except StopRequested:
         pass  # reported below, with the signal's name
@@ -162,10 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if received:
             print(f"\n{received[0]} received", flush=True)
         print("stopping...", flush=True)
-        # Gateway first, so it stops taking requests before its backend goes away.
-        for child in reversed(children):
-            returncode = child.stop()
-            print(f"[{child.name}] stopped (exit code {returncode})", flush=True)
+        supervisor.stop_all()  # gateway first, so it stops taking requests before its backend goes away
     return code
 
 

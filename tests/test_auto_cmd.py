@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from scripts import auto_cmd, processes
-from tests.support.processes import REPO_ROOT, free_port
+from tests.support.processes import REPO_ROOT, free_port, held_port
 from tests.support.tiny_models import export_tiny_classifier
 
 READY_TIMEOUT = 90.0
@@ -43,8 +43,9 @@ def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
 class AutoCmd:
     """auto_cmd.py running in a subprocess, its output collected line by line."""
 
-    def __init__(self, base_path: Path, models_config: Path, extra: list[str], stdin) -> None:
-        self.ms_port, self.gw_port = free_port(), free_port()
+    def __init__(self, base_path: Path, models_config: Path, extra: list[str], stdin,
+                 ms_port: int | None = None, gw_port: int | None = None) -> None:
+        self.ms_port, self.gw_port = ms_port or free_port(), gw_port or free_port()
         args = [sys.executable, "scripts/auto_cmd.py", "--model-base-path", str(base_path),
                 "--rest-api-port", str(self.ms_port), "--gateway-port", str(self.gw_port),
                 "--gateway-workers", "1", *extra]
@@ -74,6 +75,12 @@ class AutoCmd:
 
     def output(self) -> str:
         return "".join(self.lines)[-6000:]
+
+    def pid_of(self, name: str) -> int:
+        """The pid auto_cmd last reported for the server ``name`` ("[gateway] started ..., pid N")."""
+        started = [line for line in self.lines if line.startswith(f"[{name}] started")]
+        assert started, self.output()
+        return int(started[-1].rsplit("pid ", 1)[1])
 
     def kill(self) -> None:
         if self.popen.poll() is None:
@@ -167,6 +174,103 @@ def test_q_on_stdin_stops_both(tiny_model):
         check_stopped_cleanly(run)
     finally:
         run.kill()
+
+
+PREDICT_PATH = "/v1/models/imageclassifier/predict"
+REQUEST_BOUND = 5.0  # no request may hang: each one is given this long at most
+
+
+def predict_status(run: AutoCmd, timeout: float = REQUEST_BOUND) -> int:
+    photo = (REPO_ROOT / auto_cmd.SAMPLE_IMAGE).read_bytes()
+    response = requests.post(f"http://127.0.0.1:{run.gw_port}{PREDICT_PATH}", data=photo,
+                             headers={"Content-Type": "image/jpeg"}, timeout=timeout)
+    if response.status_code != 200:
+        assert response.json()["error"], response.text  # an error is always JSON with a message
+    return response.status_code
+
+
+def statuses_until_200(run: AutoCmd, within: float) -> list[int]:
+    """Predict statuses, one every 0.25 s, up to and including the first 200 (fails after ``within`` s)."""
+    seen: list[int] = []
+    deadline = time.monotonic() + within
+    while not seen or seen[-1] != 200:
+        assert time.monotonic() < deadline, f"no 200 after {within} s: {seen}\n{run.output()}"
+        seen.append(predict_status(run))
+        time.sleep(0.25)
+    return seen
+
+
+def test_killed_model_server_gives_503_then_recovers(tiny_model):
+    run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
+    try:
+        run.wait_for_line("running until SIGTERM", READY_TIMEOUT)
+        assert predict_status(run) == 200
+        gateway_pid, old_pid = run.pid_of("gateway"), run.pid_of("model_server")
+        os.kill(old_pid, signal.SIGKILL)
+        # test that clients get a JSON 503 at once (not connection refused, not a hang)...
+        assert predict_status(run, timeout=2.0) == 503
+        # ...the exit is reported with its code, the model server comes back by itself and the
+        # gateway, never restarted, answers 200 again
+        run.wait_for_line("[model_server] exited unexpectedly with code -9 (SIGKILL)", 10)
+        run.wait_for_line("[model_server] ready again", READY_TIMEOUT)
+        statuses = statuses_until_200(run, READY_TIMEOUT)
+        assert set(statuses) <= {200, 503}, statuses
+        assert run.pid_of("model_server") != old_pid and run.pid_of("gateway") == gateway_pid
+        run.popen.send_signal(signal.SIGTERM)
+        check_stopped_cleanly(run)
+    finally:
+        run.kill()
+
+
+def test_killed_gateway_comes_back_while_the_model_server_keeps_running(tiny_model):
+    run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
+    try:
+        run.wait_for_line("running until SIGTERM", READY_TIMEOUT)
+        model_server_pid = run.pid_of("model_server")
+        os.kill(run.pid_of("gateway"), signal.SIGKILL)
+        run.wait_for_line("[gateway] exited unexpectedly with code -9 (SIGKILL)", 10)
+        run.wait_for_line("[gateway] ready again", READY_TIMEOUT)
+        assert predict_status(run) == 200
+        assert run.pid_of("model_server") == model_server_pid
+        # test that q/SIGTERM still stops the restarted gateway too
+        run.popen.send_signal(signal.SIGTERM)
+        check_stopped_cleanly(run)
+    finally:
+        run.kill()
+
+
+def test_no_restart_stops_everything_when_a_server_dies(tiny_model):
+    run = AutoCmd(*tiny_model, ["--no-input", "--no-restart"], stdin=subprocess.DEVNULL)
+    try:
+        run.wait_for_line("running until SIGTERM", READY_TIMEOUT)
+        os.kill(run.pid_of("model_server"), signal.SIGKILL)
+        assert run.popen.wait(EXIT_TIMEOUT) == 1, run.output()
+        assert "[model_server] exited unexpectedly with code -9 (SIGKILL)" in run.output()
+        assert "started again" not in run.output()
+        assert port_closed(run.gw_port), "the gateway outlived auto_cmd"
+    finally:
+        run.kill()
+
+
+@pytest.mark.parametrize("server", ["model_server", "gateway"])
+def test_busy_port_stops_before_starting_anything(tiny_model, server):
+    with held_port() as (port, holder):
+        ports = {"ms_port": port} if server == "model_server" else {"gw_port": port}
+        run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL, **ports)
+        try:
+            code = run.popen.wait(EXIT_TIMEOUT)
+        finally:
+            run.kill()
+        output = run.output()
+        # test that one line names the port, its holder (pid) and the flag that picks another
+        flag = "--rest-api-port" if server == "model_server" else "--gateway-port"
+        lines = [line for line in output.splitlines() if f"port {port} " in line]
+        assert code == 1 and len(lines) == 1, output
+        assert f"pid {holder.pid}" in lines[0] and f"{flag}=PORT" in lines[0], lines[0]
+        assert "Traceback" not in output and "starting" not in output and "started" not in output, output
+        other = run.gw_port if server == "model_server" else run.ms_port
+        assert port_closed(other), "something was started"
+        assert holder.alive(), "the holder must not be touched"
 
 
 def test_end_of_input_keeps_running(monkeypatch):
