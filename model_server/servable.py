@@ -9,7 +9,6 @@ the metadata API prints exactly what the real server prints; the callable functi
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -20,12 +19,14 @@ from typing import Any
 import numpy as np
 
 from model_server import errors
-from model_server.codec import TensorSpec
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError
+from model_server.tensor_types import TensorSpec
+from serving_contract.export import SERVING_DEFAULT, is_untrained, read_export_info
+from serving_contract.versions import SAVED_MODEL_FILENAMES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = SERVING_DEFAULT
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -33,8 +34,6 @@ EXAMPLES_INPUT_KEY = "inputs"          # classify and regress signatures take se
 CLASSIFY_CLASSES_KEY = "classes"
 CLASSIFY_SCORES_KEY = "scores"
 REGRESS_OUTPUTS_KEY = "outputs"
-EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
-UNTRAINED_WEIGHTS = "untrained"
 # Canonical status code numbers (tf.errors.OpError.error_code) by name.
 _CANONICAL_CODES = {1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED",
                     5: "NOT_FOUND", 6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED",
@@ -89,7 +88,7 @@ def read_meta_graph(path: Path, tags: set[str]):
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel()
-    binary, text = path / "saved_model.pb", path / "saved_model.pbtxt"
+    binary, text = (path / name for name in SAVED_MODEL_FILENAMES)
     if binary.is_file():
         try:
             saved_model.ParseFromString(binary.read_bytes())
@@ -245,19 +244,6 @@ def _zeros_like_spec(spec: TensorSpec) -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
 
 
-def read_export_info(path: Path) -> dict | None:
-    """``assets.extra/export_info.json`` written by our exporter, or None if absent or unreadable."""
-    info_path = path / EXPORT_INFO_PATH
-    if not info_path.is_file():
-        return None
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("Ignoring unreadable %s: %s", info_path, exc)
-        return None
-    return info if isinstance(info, dict) else None
-
-
 def load_servable(name: str, version: int, path: Path, tags: tuple[str, ...] = ("serve",),
                   warm_up: bool = True) -> Servable:
     """Load, inspect and (optionally) warm up one version; failures raise ServingError."""
@@ -272,7 +258,7 @@ def load_servable(name: str, version: int, path: Path, tags: tuple[str, ...] = (
             raise FailedPrecondition(f"Failed to load SavedModel at {path}: {exc}") from exc
     export_info = read_export_info(path)
     servable = Servable(name, version, path, loaded, meta_graph, export_info)
-    if export_info and export_info.get("weights") == UNTRAINED_WEIGHTS:
+    if is_untrained(export_info):
         log.warning("\n%s\n!! Model %s version %d has UNTRAINED weights: its predictions are meaningless.\n%s",
                     "!" * 78, name, version, "!" * 78)
     if warm_up:
