@@ -46,8 +46,8 @@ from scripts.port_check import PortUse, busy_ports
 from scripts.processes import (DEFAULT_POLL_WAIT_SECONDS, REPO_ROOT, STARTUP_TIMEOUT, ChildDied, ChildProcess,
                                StopRequested, gateway_command, gateway_env, model_server_command,
                                wait_for_http_ok, wait_for_model)
-from scripts.supervisor import Server, Supervisor
 from scripts.processes import GATEWAY_APP, GUNICORN_CONF  # noqa: F401 (tests/test_deploy.py reads them here)
+from scripts.supervisor import Server, Supervisor
 from serving_contract.export import DEFAULT_MODEL_NAME
 from serving_contract.versions import list_versions
 
