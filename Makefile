@@ -6,12 +6,14 @@ PY := $(VENV)/bin/python
 MODEL_BASE_PATH ?= $(CURDIR)/my_image_classifier
 KERAS_MODEL := scripts/inception.keras
 
-.PHONY: run test test-fast bench loadtest model export system-deps venv clean
+.PHONY: run test test-fast bench loadtest model export system-deps python-venv venv clean
 
 # Both servers up on 127.0.0.1 (model server :9000, gateway :5000), ready for a sample request.
 # MODEL_SERVER_ARGS="--enable_batching ..." adds model server flags (scripts/auto_cmd.py reads it).
+# REST_API_PORT=9001 / GATEWAY_PORT=5001 pick other ports (when one is busy, auto_cmd says which).
 run: venv model
-	$(PY) scripts/auto_cmd.py --model-base-path $(MODEL_BASE_PATH)
+	$(PY) scripts/auto_cmd.py --model-base-path $(MODEL_BASE_PATH) \
+	  $(if $(REST_API_PORT),--rest-api-port=$(REST_API_PORT)) $(if $(GATEWAY_PORT),--gateway-port=$(GATEWAY_PORT))
 
 # The whole test suite (what .ci/run calls).
 test: venv system-deps
@@ -31,11 +33,27 @@ loadtest: venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-gateway.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || { $(MAKE) --no-print-directory python-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
+
+# Debian and Ubuntu ship venv's ensurepip in its own package (python3.X-venv), without which
+# `python3 -m venv` fails: install it the way system-deps installs Redis, or say what to install.
+python-venv:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.10+ or set PYTHON=/path/to/python3" >&2; exit 1; }
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
+	  PKG=$$($(PYTHON) -c 'import sys; print("python3.%d-venv" % sys.version_info[1])'); \
+	  if command -v apt-get >/dev/null; then \
+	    echo "$(PYTHON) cannot create a virtual environment (no ensurepip): installing $$PKG (Debian package)..."; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$PKG; \
+	  else \
+	    echo "error: $(PYTHON) cannot create a virtual environment (its venv/ensurepip modules are missing);" \
+	      "install your system's Python venv package (Debian/Ubuntu: $$PKG) or set PYTHON=/path/to/python3" >&2; \
+	    exit 1; \
+	  fi; }
 
 # Redis (shared rate limits) and Chromium (the web page test) come from Debian's packages.
 system-deps:
