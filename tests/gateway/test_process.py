@@ -12,7 +12,7 @@ import requests
 
 from tests.gateway.conftest import REPO_ROOT, TEST_IMAGES, TEST_RATE_LIMITS, closed_port_url
 from scripts.processes import gateway_command
-from tests.support.processes import free_port, held_port, spawn, wait_until
+from tests.support.processes import free_port, only_line_starting, run_on_held_port, spawn, wait_until
 
 SAMPLE_CLIENT = REPO_ROOT / "flask_server" / "flask_sample_request.py"
 PHOTO = TEST_IMAGES / "chelsea.jpg"
@@ -100,17 +100,10 @@ def test_flask_run_in_the_package_folder_serves(gateway_env):
 
 
 def test_busy_port_under_gunicorn_is_one_line_and_exit_1():
-    with held_port() as (port, _holder):
-        gateway = spawn(gateway_command(f"127.0.0.1:{port}", workers=1), port,
-                        {"MODEL_SERVER_URL": closed_port_url()})
-        try:
-            code = gateway.popen.wait(MAX_START_SECONDS * 2)
-        finally:
-            gateway.stop()
-    log = gateway.log()
+    code, log, port = run_on_held_port(lambda port: gateway_command(f"127.0.0.1:{port}", workers=1),
+                                       MAX_START_SECONDS * 2, {"MODEL_SERVER_URL": closed_port_url()})
     # test that gunicorn's five retries are replaced by one line naming the address and how to change it
     assert code == 1, log
-    failure = [line for line in log.splitlines() if line.startswith("Failed to start gateway. Error: ")]
-    assert len(failure) == 1, log
-    assert f"127.0.0.1:{port}: Address already in use" in failure[0] and "GATEWAY_BIND" in failure[0]
+    failure = only_line_starting(log, "Failed to start gateway. Error: ")
+    assert f"127.0.0.1:{port}: Address already in use" in failure and "GATEWAY_BIND" in failure
     assert "Connection in use" not in log and "Traceback" not in log

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scripts.processes import LOOPBACK, model_server_command
-from tests.support.processes import held_port, spawn
+from tests.support.processes import only_line_starting, run_on_held_port
 from tests.support.tiny_models import export_tiny_classifier
 
 EXIT_TIMEOUT = 30.0  # bounds a hang; a busy port is reported well before TensorFlow is imported
@@ -19,18 +19,14 @@ def tiny_base_path(tmp_path_factory):
 
 
 def test_busy_rest_port_is_one_line_and_exit_1(tiny_base_path):
-    with held_port() as (port, _holder):
-        server = spawn(model_server_command("tiny", tiny_base_path, port, LOOPBACK, real_if_installed=False), port)
-        try:
-            code = server.popen.wait(EXIT_TIMEOUT)
-        finally:
-            server.stop()
-    log = server.log()
+    def command(port: int) -> list[str]:
+        return model_server_command("tiny", tiny_base_path, port, LOOPBACK, real_if_installed=False)
+
+    code, log, port = run_on_held_port(command, EXIT_TIMEOUT)
     # test that the reason is TF Serving's sentence, naming the address, and nothing else went wrong
     assert code == 1, log
-    failure = [line for line in log.splitlines() if line.startswith("Failed to start server. Error: ")]
-    assert len(failure) == 1, log
-    assert f"{LOOPBACK}:{port}" in failure[0] and "Address already in use" in failure[0]
+    failure = only_line_starting(log, "Failed to start server. Error: ")
+    assert f"{LOOPBACK}:{port}" in failure and "Address already in use" in failure
     assert "Traceback" not in log
     # test that no model was loaded first
     assert "Loading" not in log and "AVAILABLE" not in log and "TensorFlow threads" not in log, log

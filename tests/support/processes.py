@@ -24,8 +24,8 @@ import requests
 from scripts.processes import (LOOPBACK, REPO_ROOT, ChildProcess, free_port, gateway_command, model_server_command,
                                model_state, poll_until)
 
-__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "held_port", "model_available", "spawn", "start_gateway",
-           "start_model_server", "wait_until"]
+__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "held_port", "model_available", "only_line_starting",
+           "run_on_held_port", "spawn", "start_gateway", "start_model_server", "wait_until"]
 
 # A stand-in for "something else already listening": another process, so its pid and command are
 # what a busy-port message should name.
@@ -127,3 +127,25 @@ def held_port(timeout: float = 20.0) -> Iterator[tuple[int, ChildProcess]]:
         yield int(holder.log().split()[0]), holder
     finally:
         holder.stop()
+
+
+def run_on_held_port(command: Callable[[int], Sequence[str]], timeout: float,
+                     env: Mapping[str, str] | None = None) -> tuple[int, str, int]:
+    """Start ``command(port)`` where another process already listens; (exit code, its log, port).
+
+    The server must exit by itself within ``timeout`` s (it is stopped either way).
+    """
+    with held_port() as (port, _holder):
+        server = spawn(command(port), port, env)
+        try:
+            code = server.popen.wait(timeout)
+        finally:
+            server.stop()
+    return code, server.log(), port
+
+
+def only_line_starting(log: str, prefix: str) -> str:
+    """The one line of ``log`` that starts with ``prefix`` (fails if there are none or several)."""
+    lines = [line for line in log.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, log
+    return lines[0]
