@@ -5,10 +5,12 @@
 * ``ChildProcess``: a server in its own process group, its output kept in a log file or echoed;
   ``stop`` ends the whole group (SIGTERM, bounded wait, SIGKILL).
 * ``wait_for_model`` / ``wait_for_http_ok`` / ``poll_until``: bounded readiness waits that fail at
-  once, with the server's last lines, if it dies while starting.
+  once, with the server's last lines, if it dies while starting, and that accept an answer only
+  from the process they wait for (not from another program already on the port).
 
-scripts/auto_cmd.py adds the command-line front end; bench/servers.py and tests/support/processes.py
-add free ports, memory readings and pytest-friendly wrappers.
+scripts/auto_cmd.py adds the command-line front end and scripts/supervisor.py the restarts;
+bench/servers.py and tests/support/processes.py add free ports, memory readings and pytest-friendly
+wrappers.
 """
 
 from __future__ import annotations
