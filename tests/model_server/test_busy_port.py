@@ -1,11 +1,15 @@
-"""A REST port another process listens on: one TF Serving-style line and exit 1, before any model loads."""
+"""The REST port is bound before any model loads: a busy one is one TF Serving-style line and exit 1,
+and while loading, clients are refused rather than queued."""
 
 from __future__ import annotations
 
-import pytest
+import time
 
-from scripts.processes import LOOPBACK, model_server_command
-from tests.support.processes import only_line_starting, run_on_held_port
+import pytest
+import requests
+
+from scripts.processes import LOOPBACK, model_server_command, model_state
+from tests.support.processes import free_port, only_line_starting, run_on_held_port, spawn
 from tests.support.tiny_models import export_tiny_classifier
 
 EXIT_TIMEOUT = 30.0  # bounds a hang; a busy port is reported well before TensorFlow is imported
@@ -30,3 +34,25 @@ def test_busy_rest_port_is_one_line_and_exit_1(tiny_base_path):
     assert "Traceback" not in log
     # test that no model was loaded first
     assert "Loading" not in log and "AVAILABLE" not in log and "TensorFlow threads" not in log, log
+
+
+def test_while_loading_connections_are_refused_not_queued(tiny_base_path):
+    # The port is bound before the model loads but only listened on after: a client polling a
+    # loading server must get "connection refused" at once, never a request stuck in the backlog.
+    port = free_port()
+    server = spawn(model_server_command("tiny", tiny_base_path, port, LOOPBACK, real_if_installed=False), port)
+    outcomes = []
+    try:
+        deadline = time.monotonic() + 60
+        while not outcomes or outcomes[-1] != "AVAILABLE":
+            assert server.alive() and time.monotonic() < deadline, server.log()
+            try:
+                outcomes.append(model_state(requests.get(f"{server.url}/v1/models/tiny", timeout=2))[0])
+            except requests.ConnectionError:
+                outcomes.append("refused")
+            except requests.Timeout:
+                outcomes.append("timed out")
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    assert "timed out" not in outcomes and outcomes[0] == "refused", outcomes
