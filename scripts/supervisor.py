@@ -90,7 +90,6 @@ class Supervisor:
         self.stop = stop
         self.restart = restart
         self.say = say
-        self._clock = time.monotonic
 
     def start_all(self) -> dict[str, float]:
         """Spawn every server, then wait for each in order; {name: seconds to ready}.
@@ -104,7 +103,7 @@ class Supervisor:
 
     def watch(self) -> int | None:
         """Handle exits and due restarts; returns an exit code when the caller should stop everything."""
-        now = self._clock()
+        now = time.monotonic()
         for server in self.servers:
             child = server.child
             if server.restart_at is None and child is not None and not child.alive():
