@@ -22,6 +22,7 @@ def tiny_base_path(tmp_path_factory):
     return base_path
 
 
+@pytest.mark.e2e
 def test_busy_rest_port_is_one_line_and_exit_1(tiny_base_path):
     def command(port: int) -> list[str]:
         return model_server_command("tiny", tiny_base_path, port, LOOPBACK, real_if_installed=False)
@@ -36,6 +37,7 @@ def test_busy_rest_port_is_one_line_and_exit_1(tiny_base_path):
     assert "Loading" not in log and "AVAILABLE" not in log and "TensorFlow threads" not in log, log
 
 
+@pytest.mark.e2e
 def test_while_loading_connections_are_refused_not_queued(tiny_base_path):
     # The port is bound before the model loads but only listened on after: a client polling a
     # loading server must get "connection refused" at once, never a request stuck in the backlog.

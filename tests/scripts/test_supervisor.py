@@ -45,6 +45,7 @@ def wait_for_exit(child: ChildProcess) -> None:
     child.popen.wait(20)
 
 
+@pytest.mark.e2e
 def test_watch_reports_an_exit_then_restarts_after_the_backoff():
     supervisor, server, said = supervise(EXITS_WITH_3, restart=True)
     try:
@@ -67,6 +68,7 @@ def test_watch_reports_an_exit_then_restarts_after_the_backoff():
         supervisor.stop_all()
 
 
+@pytest.mark.e2e
 def test_without_restart_watch_asks_to_stop_everything():
     supervisor, server, said = supervise(EXITS_WITH_3, restart=False)
     try:
@@ -78,6 +80,7 @@ def test_without_restart_watch_asks_to_stop_everything():
         supervisor.stop_all()
 
 
+@pytest.mark.e2e
 def test_a_running_server_is_left_alone_and_stopped_on_request():
     supervisor, server, said = supervise(RUNS, restart=True)
     supervisor.start_all()

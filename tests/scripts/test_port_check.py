@@ -62,6 +62,7 @@ def test_listener_pids_and_command_come_from_proc(tmp_path):
     assert port_check.describe_holder(9000, proc) == "pid 41 (python3 -m http.server 41)"
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_readiness_is_only_accepted_from_the_process_that_was_started():
     port = free_port()
