@@ -34,7 +34,7 @@ def test_busy_rest_port_is_one_line_and_exit_1(tiny_base_path):
     assert f"{LOOPBACK}:{port}" in failure and "Address already in use" in failure
     assert "Traceback" not in log
     # test that no model was loaded first
-    assert "Loading" not in log and "AVAILABLE" not in log and "TensorFlow threads" not in log, log
+    assert "Loading servable" not in log and "TensorFlow threads" not in log, log
 
 
 @pytest.mark.e2e
@@ -58,3 +58,20 @@ def test_while_loading_connections_are_refused_not_queued(tiny_base_path):
     finally:
         server.stop()
     assert "timed out" not in outcomes and outcomes[0] == "refused", outcomes
+
+
+@pytest.mark.e2e
+def test_busy_grpc_port_is_one_line_and_exit_1(tiny_base_path):
+    rest_port = free_port()
+
+    def command(port: int) -> list[str]:
+        return model_server_command("tiny", tiny_base_path, rest_port, LOOPBACK, real_if_installed=False,
+                                    grpc_port=port)
+
+    code, log, port = run_on_held_port(command, EXIT_TIMEOUT)
+    # test that the gRPC port is checked before the model loads too, in TF Serving's words
+    assert code == 1, log
+    failure = only_line_starting(log, "Failed to start server. Error: ")
+    assert "Failed to BuildAndStart gRPC server" in failure and f":{port}" in failure
+    assert "Traceback" not in log
+    assert "Loading servable" not in log, log
