@@ -95,7 +95,7 @@ def on_starting(server) -> None:
     """
     import sys
 
-    from flask_server.bind_check import bind_error, describe
+    from serving_contract.ports import bind_error
 
     for address in server.cfg.address:
         if not isinstance(address, tuple):  # a unix socket path: gunicorn's own check is clear enough
@@ -103,7 +103,8 @@ def on_starting(server) -> None:
         host, port = address[0], address[1]
         exc = bind_error(host, port)
         if exc is not None:
-            print(f"Failed to start gateway. Error: cannot listen on {describe(host, port, exc)} "
+            shown = f"[{host}]" if ":" in host else host
+            print(f"Failed to start gateway. Error: cannot listen on {shown}:{port}: {exc.strerror or exc} "
                   "(choose another address with --bind or GATEWAY_BIND)", file=sys.stderr, flush=True)
             sys.exit(1)
 

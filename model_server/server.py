@@ -10,6 +10,7 @@ finish (bounded), then stops the pollers.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,7 @@ from model_server.repository import ModelRepository, ServableHandle
 from model_server.rest_server import RestApi, RestServer
 from model_server.servable import Servable, load_servable
 from model_server.versions import VersionManager
+from serving_contract.ports import reserve_port
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class ModelServer:
                            if self.batching else None)
         self._rest: RestServer | None = None
         self._grpc = None  # GrpcServer, imported only when gRPC is on (it needs tensorflow-serving-api)
+        self._grpc_reservation: socket.socket | None = None  # holds --port from start-up until gRPC serves
         self._models_lock = threading.Lock()  # config reloads: the file poller and the gRPC ModelService
         self._stop_requested = threading.Event()
         self._config_poller: threading.Thread | None = None
@@ -69,12 +72,12 @@ class ModelServer:
     def start(self) -> None:
         """Bind the ports, load the initial models, then start serving. Raises ConfigError when it cannot.
 
-        Binding comes first, before any model loads: a busy port fails (BindError) within a second
-        for REST, which binds before TensorFlow is even imported, and within a few for gRPC, whose
-        protos import TensorFlow, instead of after a model load of many seconds.
+        Binding comes first, before TensorFlow is even imported: a busy port fails (BindError) in
+        well under a second instead of after a model load of many seconds. Until the models are
+        loaded both ports are bound but not listening, so clients are refused rather than queued.
         """
         self._bind_rest()
-        self._bind_grpc()
+        self._reserve_grpc_port()
         _configure_tensorflow(self.config)
         if self._scheduler:
             self._scheduler.start()
@@ -90,7 +93,19 @@ class ModelServer:
         self._start_rest()
         self._start_config_poller()
 
-    def _bind_grpc(self) -> None:
+    def _reserve_grpc_port(self) -> None:
+        # Only reserved here: grpc listens as soon as it binds, and a listening port that does not
+        # serve yet would leave clients waiting for their deadline instead of refused at once.
+        config = self.config
+        if not config.port:
+            return
+        try:
+            self._grpc_reservation = reserve_port(config.rest_api_host, config.port)
+        except OSError as exc:
+            raise BindError(f"Failed to BuildAndStart gRPC server: cannot listen on "
+                            f"{config.rest_api_host}:{config.port}: {exc.strerror or exc}", "UNAVAILABLE") from exc
+
+    def _start_grpc(self) -> None:
         config = self.config
         addresses = [f"{config.rest_api_host}:{config.port}"] if config.port else []
         if config.grpc_socket_path:
@@ -103,18 +118,20 @@ class ModelServer:
             from model_server.grpc_server import GrpcServer
         except ImportError as exc:
             raise ConfigError(f"{GRPC_PACKAGE_HINT} ({exc})", "FAILED_PRECONDITION") from exc
+        self._release_grpc_port()
         api = GrpcApi(self.repository, self._submit, self.reload_config, config.enable_serialization_as_tensor_content)
         self._grpc = GrpcServer(api, addresses, config.grpc_max_threads,
                                 parse_channel_arguments(config.grpc_channel_arguments), self.metrics)
-
-    def _start_grpc(self) -> None:
-        if self._grpc is None:
-            return
         self._grpc.start()
-        if self.config.port:
-            log.info("Running gRPC ModelServer at %s:%d ...", self.config.rest_api_host, self._grpc.ports[0])
-        if self.config.grpc_socket_path:
-            log.info("Running gRPC ModelServer at UNIX socket %s ...", self.config.grpc_socket_path)
+        if config.port:
+            log.info("Running gRPC ModelServer at %s:%d ...", config.rest_api_host, self._grpc.ports[0])
+        if config.grpc_socket_path:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", config.grpc_socket_path)
+
+    def _release_grpc_port(self) -> None:
+        if self._grpc_reservation is not None:
+            self._grpc_reservation.close()
+            self._grpc_reservation = None
 
     @property
     def grpc_port(self) -> int | None:
@@ -217,6 +234,7 @@ class ModelServer:
 
     def shutdown(self) -> None:
         """Stop accepting, finish in-flight requests (bounded), stop background work."""
+        self._release_grpc_port()
         grpc_done = self._grpc.stop(SHUTDOWN_GRACE_S) if self._grpc is not None else None
         if self._rest is not None:
             if not self._rest.shutdown(SHUTDOWN_GRACE_S):

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask_server.bind_check import bind_error
+from serving_contract.ports import bind_error
 
 PROC = Path("/proc")
 TCP_TABLES = ("net/tcp", "net/tcp6")

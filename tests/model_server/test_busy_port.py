@@ -3,6 +3,7 @@ and while loading, clients are refused rather than queued."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -39,25 +40,36 @@ def test_busy_rest_port_is_one_line_and_exit_1(tiny_base_path):
 
 @pytest.mark.e2e
 def test_while_loading_connections_are_refused_not_queued(tiny_base_path):
-    # The port is bound before the model loads but only listened on after: a client polling a
-    # loading server must get "connection refused" at once, never a request stuck in the backlog.
-    port = free_port()
-    server = spawn(model_server_command("tiny", tiny_base_path, port, LOOPBACK, real_if_installed=False), port)
-    outcomes = []
+    # Both ports are bound before the model loads but only listened on after: a client of a loading
+    # server must get "connection refused" at once, never a request stuck in the listen backlog.
+    port, grpc_port = free_port(), free_port()
+    server = spawn(model_server_command("tiny", tiny_base_path, port, LOOPBACK, real_if_installed=False,
+                                        grpc_port=grpc_port), port)
+    outcomes, grpc_while_loading = [], set()
     try:
         deadline = time.monotonic() + 60
         while not outcomes or outcomes[-1] != "AVAILABLE":
             assert server.alive() and time.monotonic() < deadline, server.log()
+            grpc_refused = port_refuses(grpc_port)
             try:
                 outcomes.append(model_state(requests.get(f"{server.url}/v1/models/tiny", timeout=2))[0])
             except requests.ConnectionError:
                 outcomes.append("refused")
             except requests.Timeout:
                 outcomes.append("timed out")
+            if outcomes[-1] != "AVAILABLE":
+                grpc_while_loading.add(grpc_refused)
             time.sleep(0.05)
     finally:
         server.stop()
     assert "timed out" not in outcomes and outcomes[0] == "refused", outcomes
+    assert grpc_while_loading == {True}, "the gRPC port accepted connections before the model was loaded"
+
+
+def port_refuses(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((LOOPBACK, port)) != 0
 
 
 @pytest.mark.e2e
