@@ -87,6 +87,12 @@ class AutoCmd:
         assert started, self.output()
         return int(started[-1].rsplit("pid ", 1)[1])
 
+    def __enter__(self) -> AutoCmd:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.kill()
+
     def kill(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -127,8 +133,7 @@ def check_stopped_cleanly(run: AutoCmd) -> None:
 
 @pytest.mark.e2e
 def test_runs_until_sigterm_then_stops_both(tiny_model):
-    run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
-    try:
+    with AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL) as run:
         ready = run.wait_for_line("ready:", READY_TIMEOUT)
         assert f"http://127.0.0.1:{run.gw_port}" in ready
         grpc_line = run.wait_for_line("  model server gRPC", 10)
@@ -144,8 +149,6 @@ def test_runs_until_sigterm_then_stops_both(tiny_model):
         assert pasted.returncode == 0, pasted.stdout + pasted.stderr
         run.popen.send_signal(signal.SIGTERM)
         check_stopped_cleanly(run)
-    finally:
-        run.kill()
 
 
 @pytest.mark.e2e
@@ -154,39 +157,32 @@ def test_model_server_args_reach_the_model_server(tiny_model, tmp_path):
     # server it starts: batching with max_batch_size 1 rejects a two-image request, one image passes
     params = tmp_path / "batching.txt"
     params.write_text("max_batch_size { value: 1 }\nbatch_timeout_micros { value: 0 }\n")
-    run = AutoCmd(*tiny_model, ["--no-input", "--model-server-args", f"--enable_batching --batching_parameters_file={params}"],
-                  stdin=subprocess.DEVNULL)
-    try:
+    with AutoCmd(*tiny_model, ["--no-input", "--model-server-args", f"--enable_batching --batching_parameters_file={params}"],
+                  stdin=subprocess.DEVNULL) as run:
         run.wait_for_line("ready:", READY_TIMEOUT)
         url = f"http://127.0.0.1:{run.ms_port}/v1/models/{auto_cmd.DEFAULT_MODEL_NAME}:predict"
         image = [[[0.0] * 3] * 32] * 32
         two = requests.post(url, json={"instances": [image, image]}, timeout=30)
         assert two.status_code == 400 and "larger than maximum input batch size 1" in two.json()["error"], two.text
         assert requests.post(url, json={"instances": [image]}, timeout=30).status_code == 200
-    finally:
-        run.kill()
 
 
 @pytest.mark.e2e
 def test_sigterm_during_start_up_and_again_while_stopping(tiny_model):
     # test that a stop asked for while the model is still loading unwinds the start-up wait, and that
     # a second SIGTERM while stopping does not abort the clean stop (the handler only sets an event)
-    run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
-    try:
+    with AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL) as run:
         run.wait_for_line("starting gateway", READY_TIMEOUT)
         run.popen.send_signal(signal.SIGTERM)
         run.wait_for_line("stopping...", 10)
         run.popen.send_signal(signal.SIGTERM)
         check_stopped_cleanly(run)
         assert "SIGTERM received" in run.output()
-    finally:
-        run.kill()
 
 
 @pytest.mark.e2e
 def test_q_on_stdin_stops_both(tiny_model):
-    run = AutoCmd(*tiny_model, [], stdin=subprocess.PIPE)
-    try:
+    with AutoCmd(*tiny_model, [], stdin=subprocess.PIPE) as run:
         run.wait_for_line("ready:", READY_TIMEOUT)
         check_both_servers_answer(run)
         # test that an unrelated line is ignored and `q` stops everything
@@ -197,8 +193,6 @@ def test_q_on_stdin_stops_both(tiny_model):
         run.popen.stdin.write("q\n")
         run.popen.stdin.flush()
         check_stopped_cleanly(run)
-    finally:
-        run.kill()
 
 
 PREDICT_PATH = "/v1/models/imageclassifier/predict"
@@ -227,8 +221,7 @@ def statuses_until_200(run: AutoCmd, within: float) -> list[int]:
 
 @pytest.mark.e2e
 def test_killed_model_server_gives_503_then_recovers(tiny_model):
-    run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
-    try:
+    with AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL) as run:
         run.wait_for_line("running until SIGTERM", READY_TIMEOUT)
         assert predict_status(run) == 200
         gateway_pid, old_pid = run.pid_of("gateway"), run.pid_of("model_server")
@@ -244,14 +237,11 @@ def test_killed_model_server_gives_503_then_recovers(tiny_model):
         assert run.pid_of("model_server") != old_pid and run.pid_of("gateway") == gateway_pid
         run.popen.send_signal(signal.SIGTERM)
         check_stopped_cleanly(run)
-    finally:
-        run.kill()
 
 
 @pytest.mark.e2e
 def test_killed_gateway_comes_back_while_the_model_server_keeps_running(tiny_model):
-    run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
-    try:
+    with AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL) as run:
         run.wait_for_line("running until SIGTERM", READY_TIMEOUT)
         model_server_pid = run.pid_of("model_server")
         os.kill(run.pid_of("gateway"), signal.SIGKILL)
@@ -262,22 +252,17 @@ def test_killed_gateway_comes_back_while_the_model_server_keeps_running(tiny_mod
         # test that q/SIGTERM still stops the restarted gateway too
         run.popen.send_signal(signal.SIGTERM)
         check_stopped_cleanly(run)
-    finally:
-        run.kill()
 
 
 @pytest.mark.e2e
 def test_no_restart_stops_everything_when_a_server_dies(tiny_model):
-    run = AutoCmd(*tiny_model, ["--no-input", "--no-restart"], stdin=subprocess.DEVNULL)
-    try:
+    with AutoCmd(*tiny_model, ["--no-input", "--no-restart"], stdin=subprocess.DEVNULL) as run:
         run.wait_for_line("running until SIGTERM", READY_TIMEOUT)
         os.kill(run.pid_of("model_server"), signal.SIGKILL)
         assert run.popen.wait(EXIT_TIMEOUT) == 1, run.output()
         assert "[model_server] exited unexpectedly with code -9 (SIGKILL)" in run.output()
         assert "started again" not in run.output()
         assert port_closed(run.gw_port), "the gateway outlived auto_cmd"
-    finally:
-        run.kill()
 
 
 @pytest.mark.e2e
@@ -285,11 +270,8 @@ def test_no_restart_stops_everything_when_a_server_dies(tiny_model):
                                                 ("gw_port", "--gateway-port")])
 def test_busy_port_stops_before_starting_anything(tiny_model, port_name, flag):
     with held_port() as (port, holder):
-        run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL, **{port_name: port})
-        try:
+        with AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL, **{port_name: port}) as run:
             code = run.popen.wait(EXIT_TIMEOUT)
-        finally:
-            run.kill()
         output = run.output()
         # test that one line names the port, its holder (pid) and the flag that picks another
         lines = [line for line in output.splitlines() if f"port {port} " in line]
