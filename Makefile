@@ -51,7 +51,8 @@ $(VENV)/.installed: requirements.txt requirements-gateway.txt pyproject.toml
 # Debian and Ubuntu ship venv's ensurepip in its own package (python3.X-venv), without which
 # `python3 -m venv` fails: install it the way system-deps installs Redis, or say what to install.
 python-venv:
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.10+ or set PYTHON=/path/to/python3" >&2; exit 1; }
+	@command -v $(PYTHON) >/dev/null || { \
+	  echo "error: $(PYTHON) not found; install Python 3.10+ or set PYTHON=/path/to/python3" >&2; exit 1; }
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
 	  PKG=$$($(PYTHON) -c 'import sys; print("python3.%d-venv" % sys.version_info[1])'); \
 	  if command -v apt-get >/dev/null; then \
