@@ -23,7 +23,7 @@ if not __package__:  # pragma: no cover - `flask run` inside flask_server/ impor
 
 from flask import Flask  # noqa: E402 (after the sys.path fix above)
 
-from flask_server import errors, models, request_id, routes, security  # noqa: E402
+from flask_server import errors, models, proxies, request_id, routes, security  # noqa: E402
 from flask_server.config import GatewayConfig  # noqa: E402
 
 PACKAGE = "flask_server"
@@ -47,6 +47,8 @@ def create_app(config: GatewayConfig | Mapping[str, Any] | None = None) -> Flask
     # The package name, not __name__: `flask run` imports this module as "app", and static files
     # and templates must resolve to flask_server/ either way.
     app = Flask(PACKAGE)
+    # Outermost, so every hook and view (logs, metrics, per-address limits) sees the real client.
+    app.wsgi_app = proxies.wrap(app.wsgi_app, config.trusted_proxies)  # type: ignore[method-assign]
     app.config.update(
         MAX_CONTENT_LENGTH=config.max_body_bytes,
         # Flask's default (500 kB) would reject the tutorial's form-encoded base64 of a normal photo.

@@ -20,6 +20,7 @@ multi-model list comes from the TOML file named by ``MODELS_CONFIG`` (see ``mode
 | GATEWAY_RATE_LIMITS | default=60/minute | per-key limits: `tier=limit` pairs separated by `;` (Flask-Limiter syntax); only with keys |
 | GATEWAY_AUTH_FAILURE_LIMIT | 30/minute | unknown-key attempts (403) allowed per client IP before its api requests get 429; only with keys |
 | GATEWAY_RATELIMIT_STORAGE_URI | memory:// | Flask-Limiter storage, e.g. redis://127.0.0.1:6379/0 |
+| GATEWAY_TRUSTED_PROXIES | (empty) | reverse proxies whose `X-Forwarded-For` gives the client address: a hop count `N` (the gateway is reachable only through N proxies) or a comma-separated list of proxy addresses/CIDRs; empty or 0: the header is ignored (proxies.py) |
 | GATEWAY_LOG_FORMAT | text | `text` or `json` (one line per request either way) |
 | GATEWAY_LOG_LEVEL | INFO | Python logging level |
 
@@ -75,6 +76,7 @@ class GatewayConfig:
     rate_limits: str = DEFAULT_RATE_LIMITS
     auth_failure_limit: str = DEFAULT_AUTH_FAILURE_LIMIT
     ratelimit_storage_uri: str = DEFAULT_RATELIMIT_STORAGE_URI
+    trusted_proxies: str = ""
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -134,6 +136,7 @@ _ENV_NAMES = {
     "rate_limits": "GATEWAY_RATE_LIMITS",
     "auth_failure_limit": "GATEWAY_AUTH_FAILURE_LIMIT",
     "ratelimit_storage_uri": "GATEWAY_RATELIMIT_STORAGE_URI",
+    "trusted_proxies": "GATEWAY_TRUSTED_PROXIES",
     "log_format": "GATEWAY_LOG_FORMAT",
     "log_level": "GATEWAY_LOG_LEVEL",
 }
