@@ -21,6 +21,8 @@ multi-model list comes from the TOML file named by ``MODELS_CONFIG`` (see ``mode
 | GATEWAY_AUTH_FAILURE_LIMIT | 30/minute | unknown-key attempts (403) allowed per client IP before its api requests get 429; only with keys |
 | GATEWAY_RATELIMIT_STORAGE_URI | memory:// | Flask-Limiter storage, e.g. redis://127.0.0.1:6379/0 |
 | GATEWAY_TRUSTED_PROXIES | (empty) | reverse proxies whose `X-Forwarded-For` gives the client address: a hop count `N` (the gateway is reachable only through N proxies) or a comma-separated list of proxy addresses/CIDRs; empty or 0: the header is ignored (proxies.py) |
+| GATEWAY_CACHE | (empty) | response cache: `memory://?size=N` (an LRU of N answers per process, default 1024) or a Redis URL (`redis://host:6379/0`, shared; may be the rate limits' Redis); empty: off (response_cache.py) |
+| GATEWAY_CACHE_TTL | 3600 | seconds a cached answer lives in Redis (the memory cache is bounded by size instead) |
 | GATEWAY_LOG_FORMAT | text | `text` or `json` (one line per request either way) |
 | GATEWAY_LOG_LEVEL | INFO | Python logging level |
 
@@ -51,6 +53,7 @@ DEFAULT_DECODE_CONCURRENCY = 1
 DEFAULT_RATE_LIMITS = "default=60/minute"
 DEFAULT_AUTH_FAILURE_LIMIT = "30/minute"
 DEFAULT_RATELIMIT_STORAGE_URI = "memory://"
+DEFAULT_CACHE_TTL = 3600.0
 
 
 class ConfigError(ValueError):
@@ -77,6 +80,8 @@ class GatewayConfig:
     auth_failure_limit: str = DEFAULT_AUTH_FAILURE_LIMIT
     ratelimit_storage_uri: str = DEFAULT_RATELIMIT_STORAGE_URI
     trusted_proxies: str = ""
+    cache: str = ""
+    cache_ttl: float = DEFAULT_CACHE_TTL
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -111,7 +116,7 @@ class GatewayConfig:
                      "decode_concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_ENV_NAMES[name]} must be at least 1, got {getattr(self, name)}")
-        for name in ("backend_timeout", "backend_connect_timeout"):
+        for name in ("backend_timeout", "backend_connect_timeout", "cache_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_ENV_NAMES[name]} must be positive, got {getattr(self, name)}")
         if self.log_format not in ("text", "json"):
@@ -137,6 +142,8 @@ _ENV_NAMES = {
     "auth_failure_limit": "GATEWAY_AUTH_FAILURE_LIMIT",
     "ratelimit_storage_uri": "GATEWAY_RATELIMIT_STORAGE_URI",
     "trusted_proxies": "GATEWAY_TRUSTED_PROXIES",
+    "cache": "GATEWAY_CACHE",
+    "cache_ttl": "GATEWAY_CACHE_TTL",
     "log_format": "GATEWAY_LOG_FORMAT",
     "log_level": "GATEWAY_LOG_LEVEL",
 }
