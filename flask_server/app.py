@@ -23,7 +23,7 @@ if not __package__:  # pragma: no cover - `flask run` inside flask_server/ impor
 
 from flask import Flask  # noqa: E402 (after the sys.path fix above)
 
-from flask_server import errors, models, proxies, request_id, response_cache, routes, security  # noqa: E402
+from flask_server import errors, proxies, registry, request_id, response_cache, routes, security  # noqa: E402
 from flask_server.config import GatewayConfig  # noqa: E402
 
 PACKAGE = "flask_server"
@@ -56,8 +56,8 @@ def create_app(config: GatewayConfig | Mapping[str, Any] | None = None) -> Flask
     )
     request_id.init_app(app)
     errors.init_app(app)
-    response_cache.init_app(app, config)  # before the models, whose pipelines use it
-    models.init_app(app, config)
+    response_cache.init_app(app, config)  # before the registry, whose pipelines use it
+    registry.init_app(app, config)
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.health_bp)
     if config.cors_origins:
