@@ -273,6 +273,11 @@ def init_app(app: Flask, config: GatewayConfig) -> ResponseCache | None:
     return cache
 
 
+def get_cache(app: Flask) -> ResponseCache | None:
+    """The cache ``init_app`` opened for ``app`` (None: off, or not initialised)."""
+    return app.extensions.get(EXTENSION_KEY)
+
+
 def record_result(result: str | None) -> None:
     """Remember this request's HIT or MISS (None: the cache is off) for the header and the metrics."""
     if result is not None:

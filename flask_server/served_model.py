@@ -3,6 +3,11 @@ KServe's ``Model``: ``classify(images, k, request_id)`` decodes and preprocesses
 a decode slot), encodes the batch for the model's transport, predicts on the version the
 ``VersionTracker`` picks, checks the reply against the labels and ranks the top k. Views only
 parse requests and render ``Prediction``s; ``status`` answers the model listing and readiness.
+
+With a response cache (``GATEWAY_CACHE``, response_cache.py), ``classify`` first resolves the
+version to call and looks every image up under that version, ``k`` and the image's hash: when all
+are there, it answers without decoding anything or calling the model server; otherwise it runs
+the whole request as usual and stores each image's answer under the version that computed it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from flask_server.labels import Label, top_k
 from flask_server.metrics import backend_timer
 from flask_server.model_config import UNTRAINED_WARNING, ModelSpec
 from flask_server.preprocess import DEFAULT_MAX_PIXELS, ImageDecodeError, load_pixels
+from flask_server.response_cache import HIT, MISS, CachedModel, ResponseCache, answer_identity
 from flask_server.transport import EncodedBatch, ModelServerTransport
 from flask_server.version_tracker import AVAILABLE, UNAVAILABLE, VersionTracker
 from flask_server.wire_format import model_input
@@ -38,12 +44,16 @@ class ClassScore(TypedDict):
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     """One ``classify`` call's answer: class probabilities (N, classes), each image's ``k`` best
-    classes, the model version that computed them, and the untrained-weights warning if any."""
+    classes, the model version that computed them, and the untrained-weights warning if any.
 
-    probabilities: np.ndarray
+    ``cache`` is ``"hit"`` (then ``probabilities`` is None: the cache keeps only the top k),
+    ``"miss"``, or None when the route has no response cache."""
+
+    probabilities: np.ndarray | None
     top_k: list[list[ClassScore]]
     version: int
     warning: str | None
+    cache: str | None = None
 
 
 class ServedModel:
@@ -52,17 +62,26 @@ class ServedModel:
 
     ``decode_slots`` is held while one image is decoded and preprocessed (the registry shares one
     ``GATEWAY_DECODE_CONCURRENCY`` semaphore between all models); ``max_pixels`` bounds a decoded image.
+    ``cache`` (None: off) answers repeated images (module doc).
     """
 
     def __init__(self, spec: ModelSpec, labels: list[Label], client: ModelServerTransport,
                  max_pixels: int = DEFAULT_MAX_PIXELS,
-                 decode_slots: contextlib.AbstractContextManager[Any] | None = None) -> None:
+                 decode_slots: contextlib.AbstractContextManager[Any] | None = None,
+                 cache: ResponseCache | None = None) -> None:
         self.spec = spec
         self.labels = labels
         self.client = client
         self.max_pixels = max_pixels
         self.decode_slots = decode_slots if decode_slots is not None else contextlib.nullcontext()
         self.versions = VersionTracker(client, spec.model_name, spec.version, spec.version_label)
+        self.cache = None if cache is None else CachedModel(cache, spec.route, answer_identity(self.answer_settings()))
+
+    def answer_settings(self) -> dict[str, Any]:
+        """Everything besides the version, ``k`` and the image that decides this route's answers:
+        the whole spec (model, server, signature, input format and size, preprocessing...), the
+        labels and the pixel limit. The response cache keys on a digest of it."""
+        return {"spec": dataclasses.asdict(self.spec), "labels": self.labels, "max_pixels": self.max_pixels}
 
     @property
     def classes(self) -> int:
@@ -76,15 +95,31 @@ class ServedModel:
         encodes the batch for the transport, predicts on the current version and ranks the scores.
         ``k`` None is the route's ``top_k``, capped at the model's classes.
 
+        With a response cache, answers from it when every image is there for the version to call
+        now (module doc); errors raise before anything is stored.
+
         Raises BadRequest (400) for a ``k`` out of range or an image that cannot be decoded (naming
         ``instances[i]`` in a batch), a BackendError subclass when the model server fails.
         """
         k = min(self.spec.top_k, self.classes) if k is None else self.check_top_k(k)
+        keys = None
+        if self.cache is not None:
+            # The version this request would be sent to, so an older version's entries never answer.
+            resolved = self.versions.current()
+            keys = self.cache.keys(resolved, k, images)
+            answers = self.cache.lookup(keys)
+            if answers is not None:
+                return Prediction(None, answers, resolved, self.warning(resolved), HIT)  # type: ignore[arg-type]
         # Encoded in its own statement so the pixel batch is freed before the wait on the model server.
         encoded = self.client.encode(self.spec, self.preprocess(images))
         probabilities, version = self.predict(encoded, request_id)
-        return Prediction(probabilities, [self.top_k(scores, k) for scores in probabilities], version,
-                          self.warning(version))
+        rows = [self.top_k(scores, k) for scores in probabilities]
+        if self.cache is None:
+            return Prediction(probabilities, rows, version, self.warning(version))
+        if version != resolved:  # a hot swap unloaded the resolved version and the call was retried
+            keys = self.cache.keys(version, k, images)
+        self.cache.store(keys, rows)  # type: ignore[arg-type]
+        return Prediction(probabilities, rows, version, self.warning(version), MISS)
 
     def check_top_k(self, k: int) -> int:
         """``k`` if it is a valid number of classes to return, else BadRequest."""
