@@ -30,7 +30,7 @@ PACKAGE = "flask_server"
 # Preflight answers may be cached by browsers this long (seconds).
 CORS_MAX_AGE = 600
 # Response headers a browser page may read cross-origin (CORS hides all but a few by default).
-CORS_EXPOSE_HEADERS = (request_id.REQUEST_ID_HEADER, *security.RATE_LIMIT_HEADERS)
+CORS_EXPOSE_HEADERS = (request_id.REQUEST_ID_HEADER, response_cache.CACHE_HEADER, *security.RATE_LIMIT_HEADERS)
 
 
 def create_app(config: GatewayConfig | Mapping[str, Any] | None = None) -> Flask:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 
 import pytest
 import redis
@@ -18,6 +17,7 @@ from flask_server.response_cache import CACHE_HEADER, HIT, KEY_PREFIX, MISS
 from tests.gateway.conftest import (PREDICT, TINY, TINY_1000, TINY_SIZE, StubReply, assert_error, image_bytes,
                                     routed)
 from tests.gateway.test_metrics import sample
+from tests.gateway.test_readiness import poll
 from tests.support.processes import start_gateway, start_model_server
 from tests.support.redis_server import redis_url  # noqa: F401 (fixture)
 from tests.support.tiny_models import export_tiny_classifier
@@ -101,6 +101,15 @@ def test_the_tutorial_route_uses_the_cache(cached_client, photo):
     assert ok(second) == ok(first) and len(ok(first)) == 5
 
 
+def test_browser_pages_may_read_the_header(gateway_env, make_app):
+    origin = "https://app.example.com"
+    client = make_app(**gateway_env, GATEWAY_CACHE=CACHE, GATEWAY_CORS_ORIGINS=origin).test_client()
+    response = client.post(TINY_PREDICT, data=image_bytes(seed=21), content_type="image/png",
+                           headers={"Origin": origin})
+    exposed = {h.strip().lower() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+    assert CACHE_HEADER.lower() in exposed and response.headers[CACHE_HEADER] == MISS
+
+
 def test_hits_and_misses_are_counted(cached_client):
     image = image_bytes(seed=18)
     for _ in range(3):
@@ -144,16 +153,6 @@ def test_a_failed_prediction_is_retried_on_the_model_server_not_answered_from_th
 
 # --- a new version ----------------------------------------------------------------------------------------
 
-def poll(check, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
 def test_a_new_version_misses_then_answers_with_its_own_scores(make_app, tmp_path):
     name = "swapped"
     base_path = tmp_path / name
@@ -174,7 +173,8 @@ def test_a_new_version_misses_then_answers_with_its_own_scores(make_app, tmp_pat
         export_tiny_classifier(base_path, 2, input_size=TINY_SIZE, seed=7)
         # version 1 may answer (from the cache) until the gateway sees version 2; its first answer from
         # version 2 must be computed by version 2, not read from version 1's entry
-        swapped = poll(lambda: (r := post_image(cached, image, path=path)).get_json()["model_version"] == 2 and r)
+        swapped = poll(lambda: (r := post_image(cached, image, path=path)).get_json()["model_version"] == 2 and r,
+                       timeout=60)
         assert swapped.headers[CACHE_HEADER] == MISS
         expected = ok(post_image(uncached, image, path=path))
         assert expected["model_version"] == 2
