@@ -162,6 +162,7 @@ def test_cache_table_gives_ratios_to_no_cache_and_miss_over_hit():
     assert table.endswith("memory: a hit answers in 4.0 ms against 82.0 ms for a miss (20.5x faster)")
 
 
+@pytest.mark.e2e
 def test_cache_benchmark_runs_every_row_without_errors():
     proc = subprocess.run([sys.executable, "-m", "bench.cache", "--tiny", "--rounds", "3"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)

@@ -18,7 +18,7 @@ from tests.gateway.conftest import (PREDICT, TINY, TINY_1000, TINY_SIZE, StubRep
                                     routed)
 from tests.gateway.test_metrics import sample
 from tests.gateway.test_readiness import poll
-from tests.support.processes import start_gateway, start_model_server
+from tests.support.processes import start_gateway
 from tests.support.redis_server import redis_url  # noqa: F401 (fixture)
 from tests.support.tiny_models import export_tiny_classifier
 
@@ -153,7 +153,7 @@ def test_a_failed_prediction_is_retried_on_the_model_server_not_answered_from_th
 
 # --- a new version ----------------------------------------------------------------------------------------
 
-def test_a_new_version_misses_then_answers_with_its_own_scores(make_app, tmp_path):
+def test_a_new_version_misses_then_answers_with_its_own_scores(make_app, tmp_path, model_server_factory):
     name = "swapped"
     base_path = tmp_path / name
     export_tiny_classifier(base_path, 1, input_size=TINY_SIZE, seed=1)
@@ -162,7 +162,7 @@ def test_a_new_version_misses_then_answers_with_its_own_scores(make_app, tmp_pat
     config.write_text(f'[models.{name}]\nmodel_name = "{name}"\ninput_size = [32, 32]\nlabels = "labels.txt"\n')
     image = image_bytes(seed=19)
     path = f"/v1/models/{name}/predict"
-    with start_model_server(name, base_path) as server:
+    with model_server_factory(model_name=name, model_base_path=base_path) as server:
         settings = {"MODEL_SERVER_URL": server.url, "MODELS_CONFIG": str(config)}
         cached = make_app(**settings, GATEWAY_CACHE=CACHE).test_client()
         uncached = make_app(**settings).test_client()
@@ -199,7 +199,7 @@ def test_two_gunicorn_gateways_share_a_redis_cache_with_the_rate_limits(gateway_
         assert (miss.headers[CACHE_HEADER], hit.headers[CACHE_HEADER]) == (MISS, HIT)
         assert hit.json() == miss.json() and miss.status_code == 200
         assert "X-RateLimit-Remaining" in hit.headers  # the limits live in the same Redis
-    store = redis.Redis.from_url(redis_url)
-    entries = [k for k in store.scan_iter(match=f"{KEY_PREFIX}{TINY}:*")]
-    assert len(entries) == 1
-    assert 0 < store.pttl(entries[0]) <= 120_000
+    with redis.Redis.from_url(redis_url) as store:
+        entries = list(store.scan_iter(match=f"{KEY_PREFIX}{TINY}:*"))
+        assert len(entries) == 1
+        assert 0 < store.pttl(entries[0]) <= 120_000

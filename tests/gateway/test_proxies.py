@@ -145,6 +145,7 @@ def test_without_trusted_proxies_everyone_behind_the_proxy_shares_one_budget(mak
 
 # --- through gunicorn -------------------------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_gunicorn_logs_the_forwarded_client_only_from_a_trusted_proxy():
     # The test connects from 127.0.0.1, which plays the proxy when listed and a direct client when not.
     base = {"MODEL_SERVER_URL": closed_port_url(), "GATEWAY_LOG_FORMAT": "json"}

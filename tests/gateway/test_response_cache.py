@@ -149,8 +149,10 @@ def test_redis_entries_are_shared_and_expire(redis_url):  # noqa: F811
     model.store(keys, [ANSWER])
     # another process (another client) reads what this one wrote
     assert CachedModel(reader, "tiny-shared", IDENTITY).lookup(keys) == [ANSWER]
-    ttl_ms = redis.Redis.from_url(redis_url).pttl(keys[0])
-    assert 0 < ttl_ms <= 30_000
+    with redis.Redis.from_url(redis_url) as store:
+        assert 0 < store.pttl(keys[0]) <= 30_000
+    writer.close()
+    reader.close()
 
 
 @pytest.mark.redis
@@ -162,6 +164,7 @@ def test_redis_entries_are_gone_after_the_ttl(redis_url):  # noqa: F811
     while cache.get_many([f"{KEY_PREFIX}ttl-test"]) != [None]:
         assert time.monotonic() < deadline, "entry outlived its TTL"
         time.sleep(0.05)
+    cache.close()
 
 
 def test_a_dead_redis_is_a_miss_and_is_left_alone_for_a_while():
@@ -175,3 +178,4 @@ def test_a_dead_redis_is_a_miss_and_is_left_alone_for_a_while():
     now[0] += REDIS_RETRY_AFTER + 0.1
     assert cache.get_many(["a"]) == [None]
     assert len(errors) == 2
+    cache.close()
