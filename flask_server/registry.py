@@ -18,7 +18,7 @@ from flask_server.errors import ModelNotFound
 from flask_server.labels import Label, LabelsError, load_labels
 from flask_server import response_cache
 from flask_server.model_config import ModelSpec, load_model_specs
-from flask_server.response_cache import ResponseCache
+from flask_server.cache_stores import ResponseCache
 from flask_server.served_model import ServedModel
 from flask_server.transport import ModelServerTransport
 

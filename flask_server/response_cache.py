@@ -8,12 +8,16 @@ a hash of the request's bytes and one lookup.
 Settings:
 
 - ``GATEWAY_CACHE=memory://?size=N``: an LRU of N entries in each gateway process (each gunicorn
-  worker has its own); ``size`` defaults to ``DEFAULT_MEMORY_SIZE``.
-- ``GATEWAY_CACHE=redis://host:6379/0`` (also ``rediss://``, ``unix://``): shared by every worker and
-  replica; may be the Redis the rate limits use (keys start with ``KEY_PREFIX``). Entries expire
-  after ``GATEWAY_CACHE_TTL`` seconds (Redis's ``maxmemory-policy allkeys-lru`` bounds its memory).
-  A Redis that fails is skipped for ``REDIS_RETRY_AFTER`` seconds: requests are then answered by the
+  worker has its own); ``size`` defaults to ``cache_stores.DEFAULT_MEMORY_SIZE``.
+- ``GATEWAY_CACHE=redis://host:6379/1`` (also ``rediss://``, ``unix://``): shared by every worker and
+  replica; may be the Redis the rate limits use (keys start with ``KEY_PREFIX``; a database of its
+  own keeps a cache flush from resetting budgets). Entries expire after ``GATEWAY_CACHE_TTL``
+  seconds; Redis's own ``maxmemory`` bounds its memory (deploy/ uses ``volatile-lru``). A Redis that
+  fails is skipped for ``cache_stores.REDIS_RETRY_AFTER`` seconds: requests are then answered by the
   model server, never failed, and ``gateway_cache_errors_total`` counts it.
+
+The stores themselves are in cache_stores.py; this module decides what goes in them, under which
+keys, and adds ``X-Cache`` to the answers.
 
 What one entry holds: the top-k classes of one image. Its key (``entry_key``) is built from
 
@@ -31,19 +35,17 @@ error raises before anything is written.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import logging
-import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from flask import Flask, Response, g
 
+from flask_server.cache_stores import DEFAULT_MEMORY_SIZE, MemoryCache, RedisCache, ResponseCache
 from flask_server.config import DEFAULT_CACHE_TTL, ConfigError, GatewayConfig
 from flask_server.metrics import CACHE_RESULT_ATTR, observe_cache_error
 
@@ -53,130 +55,18 @@ SETTING = "GATEWAY_CACHE"
 MEMORY_SCHEME = "memory"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 SIZE_PARAM = "size"
-DEFAULT_MEMORY_SIZE = 1024
 #: Response header saying whether the answer came from the cache.
 CACHE_HEADER = "X-Cache"
 HIT = "hit"
 MISS = "miss"
 #: Every Redis key this cache writes starts with this; the number changes with the entry format.
 KEY_PREFIX = "gateway:cache:1:"
-#: Seconds to wait for Redis before answering without it.
-REDIS_TIMEOUT = 0.5
-#: Seconds a failed Redis is left alone before the cache tries it again.
-REDIS_RETRY_AFTER = 5.0
 EXTENSION_KEY = "gateway_response_cache"
 # Hex digits of the answer identity kept in keys: 64 bits, no collision among a gateway's routes.
 _IDENTITY_CHARS = 16
 
 #: One image's answer: its top-k classes as the gateway renders them (``{"wnid", "label", "score"}``).
 Answer = list[dict[str, Any]]
-
-
-class ResponseCache(Protocol):
-    """Where answers are kept: bytes by key. Implementations never raise for storage trouble."""
-
-    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """The stored value of each key, None where there is none (or the storage failed)."""
-
-    def set_many(self, entries: Mapping[str, bytes]) -> None:
-        """Store every entry (best effort)."""
-
-    def close(self) -> None:
-        """Release connections."""
-
-
-class MemoryCache:
-    """An LRU of at most ``size`` entries, safe to share between a process's threads."""
-
-    def __init__(self, size: int = DEFAULT_MEMORY_SIZE) -> None:
-        if size < 1:
-            raise ValueError(f"size must be at least 1, got {size}")
-        self.size = size
-        self._entries: collections.OrderedDict[str, bytes] = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """See ``ResponseCache``; a hit becomes the most recently used entry."""
-        found: list[bytes | None] = []
-        with self._lock:
-            for key in keys:
-                value = self._entries.get(key)
-                if value is not None:
-                    self._entries.move_to_end(key)
-                found.append(value)
-        return found
-
-    def set_many(self, entries: Mapping[str, bytes]) -> None:
-        """See ``ResponseCache``; the least recently used entries go beyond ``size``."""
-        with self._lock:
-            for key, value in entries.items():
-                self._entries[key] = value
-                self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-    def close(self) -> None:
-        """Drop every entry."""
-        with self._lock:
-            self._entries.clear()
-
-
-class RedisCache:
-    """Entries in Redis with a TTL, shared by every gateway process that names the same server.
-
-    ``on_error`` is called once per failed operation (the gateway counts them in its metrics).
-    """
-
-    def __init__(self, url: str, ttl: float = DEFAULT_CACHE_TTL, on_error: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        import redis  # only when a Redis cache is configured (start-up time; see security.py)
-
-        self.client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT,
-                                           socket_connect_timeout=REDIS_TIMEOUT)
-        self.errors: tuple[type[BaseException], ...] = (redis.RedisError,)
-        self.ttl_ms = max(1, round(ttl * 1000))
-        self.on_error = on_error
-        self.clock = clock
-        self._skip_until = 0.0
-
-    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """See ``ResponseCache``: one MGET."""
-        if not keys or not self._usable():
-            return [None] * len(keys)
-        try:
-            return list(self.client.mget(keys))
-        except self.errors as exc:
-            self._failed("read", exc)
-            return [None] * len(keys)
-
-    def set_many(self, entries: Mapping[str, bytes]) -> None:
-        """See ``ResponseCache``: one pipelined SET ... PX ttl per entry."""
-        if not entries or not self._usable():
-            return
-        try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for key, value in entries.items():
-                    pipe.set(key, value, px=self.ttl_ms)
-                pipe.execute()
-        except self.errors as exc:
-            self._failed("write", exc)
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self.client.close()
-
-    def _usable(self) -> bool:
-        return self.clock() >= self._skip_until
-
-    def _failed(self, operation: str, exc: BaseException) -> None:
-        # A Redis that hangs would otherwise add its timeout to every request until it is back.
-        self._skip_until = self.clock() + REDIS_RETRY_AFTER
-        logger.warning("response cache %s failed, answering without it for %g s: %s",
-                       operation, REDIS_RETRY_AFTER, exc)
-        self.on_error()
 
 
 def open_cache(url: str, ttl: float = DEFAULT_CACHE_TTL,

@@ -182,7 +182,8 @@ def compose_default(value: str) -> str:
 
 def test_cache_and_trusted_proxies_settings_are_valid_and_use_the_redis_service(k8s, compose):
     from flask_server.proxies import parse_trusted_proxies
-    from flask_server.response_cache import RedisCache, open_cache
+    from flask_server.cache_stores import RedisCache
+    from flask_server.response_cache import open_cache
 
     k8s_env = env_of(container(k8s[("Deployment", "gateway")]))
     compose_env = {name: compose_default(value) for name, value in env_of(compose["services"]["gateway"]).items()}

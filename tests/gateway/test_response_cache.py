@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from flask_server.config import ConfigError
-from flask_server.response_cache import (DEFAULT_MEMORY_SIZE, KEY_PREFIX, REDIS_RETRY_AFTER, CachedModel, MemoryCache,
-                                         RedisCache, answer_identity, entry_key, open_cache)
+from flask_server.cache_stores import DEFAULT_MEMORY_SIZE, REDIS_RETRY_AFTER, MemoryCache, RedisCache
+from flask_server.response_cache import KEY_PREFIX, CachedModel, answer_identity, entry_key, open_cache
 from tests.gateway.conftest import closed_port_url, image_bytes
 from tests.support.redis_server import redis_url  # noqa: F401 (fixture)
 
