@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping
 
 from flask import Flask, current_app
 
+from flask_server import response_cache
 from flask_server.backend import ModelServerClient
+from flask_server.cache_stores import ResponseCache
 from flask_server.config import ConfigError, GatewayConfig
 from flask_server.errors import ModelNotFound
 from flask_server.labels import Label, LabelsError, load_labels
-from flask_server import response_cache
 from flask_server.model_config import ModelSpec, load_model_specs
-from flask_server.cache_stores import ResponseCache
 from flask_server.served_model import ServedModel
 from flask_server.transport import ModelServerTransport
 

@@ -19,12 +19,12 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from flask_server.cache_stores import ResponseCache
 from flask_server.errors import BackendError, BadModelServerReply, BadRequest
 from flask_server.labels import Label, top_k
 from flask_server.metrics import backend_timer
 from flask_server.model_config import UNTRAINED_WARNING, ModelSpec
 from flask_server.preprocess import DEFAULT_MAX_PIXELS, ImageDecodeError, load_pixels
-from flask_server.cache_stores import ResponseCache
 from flask_server.response_cache import HIT, MISS, CachedModel, answer_identity
 from flask_server.transport import EncodedBatch, ModelServerTransport
 from flask_server.version_tracker import AVAILABLE, UNAVAILABLE, VersionTracker
