@@ -1,6 +1,7 @@
 """The response cache in the prediction pipeline, end to end against the real model server: a repeat
 is a hit with the same answer, everything that changes the answer misses, a new model version
-misses and then answers with its own scores, errors are never stored, hits and misses are counted,
+misses and then answers with its own scores, errors are never stored (nor answered around: a cached
+image gets the 503 while the model server is down), hits, misses and Redis failures are counted,
 and a Redis cache is shared by two gunicorn gateways (a real redis-server)."""
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import pytest
 import redis
 import requests
 
+from flask_server.registry import get_model
 from flask_server.response_cache import CACHE_HEADER, HIT, KEY_PREFIX, MISS
-from tests.gateway.conftest import (PREDICT, TINY, TINY_1000, TINY_SIZE, StubReply, assert_error, image_bytes,
-                                    routed)
+from tests.gateway.conftest import (PREDICT, TINY, TINY_1000, TINY_SIZE, StubReply, assert_error, closed_port_url,
+                                    image_bytes, routed)
 from tests.gateway.test_metrics import sample
 from tests.gateway.test_readiness import poll
 from tests.support.processes import start_gateway
@@ -149,6 +151,35 @@ def test_a_failed_prediction_is_retried_on_the_model_server_not_answered_from_th
     # now it is stored: the model server is not asked again
     upstream.reply = failing
     assert post_image(client, png, path=PREDICT).headers[CACHE_HEADER] == HIT
+
+
+def test_a_cached_image_gets_the_503_while_the_model_server_is_down(make_app, upstream, png):
+    # the cache cannot know which version would answer, so it must not answer alone
+    scores = json.dumps({"predictions": [[i / 1000 for i in range(1000)]]}).encode()
+    upstream.reply = routed(predict=StubReply(body=scores))
+    app = make_app(MODEL_SERVER_URL=upstream.url, GATEWAY_CACHE=CACHE)
+    with app.app_context():
+        get_model("imageclassifier").versions.ttl = 0  # re-read the status on every request
+    client = app.test_client()
+    assert post_image(client, png, path=PREDICT).headers[CACHE_HEADER] == MISS
+    assert post_image(client, png, path=PREDICT).headers[CACHE_HEADER] == HIT
+    upstream.reply = lambda method, path: StubReply(status=503, body=b'{"error": "overloaded"}')
+    down = post_image(client, png, path=PREDICT)
+    assert_error(down, 503, "overloaded")
+    assert CACHE_HEADER not in down.headers
+
+
+def test_an_unreachable_redis_answers_without_the_cache_and_counts_it(gateway_env, make_app):
+    dead_redis = closed_port_url().replace("http", "redis") + "/0"
+    client = make_app(**gateway_env, GATEWAY_CACHE=dead_redis).test_client()
+    image = image_bytes(seed=22)
+    answers = [post_image(client, image) for _ in range(2)]
+    assert [r.headers[CACHE_HEADER] for r in answers] == [MISS, MISS]
+    assert ok(answers[1]) == ok(answers[0])
+    metrics = client.get("/metrics").get_data(as_text=True)
+    # the first lookup failed; the cache then leaves Redis alone for a while instead of waiting on it
+    assert sample(metrics, "gateway_cache_errors_total") == 1
+    assert sample(metrics, "gateway_cache_requests_total", model=TINY, result=MISS) == 2
 
 
 # --- a new version ----------------------------------------------------------------------------------------
