@@ -14,19 +14,21 @@ Pure configuration: nothing here talks to a model server or knows Flask.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from flask_server.config import ConfigError, GatewayConfig
+from flask_server.config import GRPC_URL_SCHEME, ConfigError, GatewayConfig
 from flask_server.labels import IMAGENET
 from flask_server.preprocess import INTERPOLATIONS
 from serving_contract.export import (DEFAULT_MODEL_NAME, INPUT_IMAGE, INPUT_PIXELS_BYTES, SERVING_BYTES,
-                                     SERVING_DEFAULT, SERVING_UINT8)
+                                     SERVING_DEFAULT, SERVING_TOPK, SERVING_UINT8)
 from serving_contract.preprocessing import DEFAULT_MODE, MODES
 
-DEFAULT_ROUTE = "imageclassifier"
+# The tutorial's route, /v1/models/imageclassifier/predict: route_for_model(DEFAULT_MODEL_NAME).
+DEFAULT_ROUTE = DEFAULT_MODEL_NAME.lower()
 DEFAULT_SIGNATURE = SERVING_UINT8
 DEFAULT_INPUT_SIZE = (299, 299)
 DEFAULT_PREPROCESSING = DEFAULT_MODE
@@ -43,6 +45,7 @@ JSON_FLOATS = "json"
 INPUT_FORMATS = (RAW_UINT8_B64, RAW_FLOAT32_B64, JSON_FLOATS)
 # The exporter's signatures (scripts/export_saved_model.py) -> (input_format, input_name) defaults.
 KNOWN_SIGNATURES = {
+    SERVING_TOPK: (RAW_UINT8_B64, BYTES_INPUT_NAME),
     SERVING_UINT8: (RAW_UINT8_B64, BYTES_INPUT_NAME),
     SERVING_BYTES: (RAW_FLOAT32_B64, BYTES_INPUT_NAME),
     SERVING_DEFAULT: (JSON_FLOATS, FLOAT_INPUT_NAME),
@@ -50,16 +53,25 @@ KNOWN_SIGNATURES = {
 # Other signatures whose name ends in this take raw float32 bytes; the rest take float JSON.
 BYTES_SUFFIX = "_bytes"
 UNTRAINED_WARNING = "model has untrained weights: predictions are meaningless"
+# How the gateway talks to a model server: TF Serving's REST API, or its gRPC API (grpc_transport.py).
+PROTOCOL_REST = "rest"
+PROTOCOL_GRPC = "grpc"
+PROTOCOLS = (PROTOCOL_REST, PROTOCOL_GRPC)
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """How the gateway serves one route. ``version`` or ``version_label`` pins a version; neither
-    means the latest AVAILABLE one."""
+    means the latest AVAILABLE one.
+
+    ``explicit`` names the keys the route's MODELS_CONFIG table states. The others are defaults
+    that each served version's metadata may replace (model_metadata.version_settings).
+    """
 
     route: str
     model_server_url: str
+    protocol: str = PROTOCOL_REST
     model_name: str = DEFAULT_MODEL_NAME
     version: int | None = None
     version_label: str | None = None
@@ -72,11 +84,13 @@ class ModelSpec:
     jpeg_draft: bool = False
     labels: str = IMAGENET
     top_k: int = DEFAULT_TOP_K
+    explicit: frozenset[str] = frozenset()
 
 
 # TOML key -> (python type check, description used in error messages)
 _KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "model_server_url": (str, "an http(s) URL"),
+    "model_server_url": (str, "an http(s) URL, or grpc://host:port with protocol = \"grpc\""),
+    "protocol": (str, f"one of {', '.join(PROTOCOLS)}"),
     "model_name": (str, "a model name"),
     "version": (int, "a non-negative integer"),
     "version_label": (str, "a version label"),
@@ -92,9 +106,26 @@ _KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
 }
 
 
+def route_for_model(model_name: str) -> str:
+    """The gateway route a model server's model gets by default: its name lowercased
+    (``MobileNetV2`` -> ``/v1/models/mobilenetv2/predict``; the tutorial's ``ImageClassifier`` ->
+    ``imageclassifier``)."""
+    return model_name.lower()
+
+
+def render_models_config(model_names: list[str]) -> str:
+    """A MODELS_CONFIG TOML with one route per model (``route_for_model``) and nothing else: the
+    model server URL comes from ``MODEL_SERVER_URL`` and the rest from each version's metadata."""
+    # JSON strings are TOML basic strings: quoted, so a "." in a name cannot nest tables.
+    tables = [f"[models.{json.dumps(route_for_model(name))}]\nmodel_name = {json.dumps(name)}\n"
+              for name in model_names]
+    return "# Written by scripts/auto_cmd.py: one route per served model.\n\n" + "\n".join(tables)
+
+
 def default_specs(config: GatewayConfig) -> dict[str, ModelSpec]:
-    """The single built-in route used when ``MODELS_CONFIG`` is unset."""
-    return {DEFAULT_ROUTE: ModelSpec(route=DEFAULT_ROUTE, model_server_url=config.model_server_url)}
+    """The single built-in route used when ``MODELS_CONFIG`` is unset (gRPC when MODEL_SERVER_URL is grpc://)."""
+    url = config.model_server_url
+    return {DEFAULT_ROUTE: ModelSpec(route=DEFAULT_ROUTE, model_server_url=url, protocol=protocol_of(url))}
 
 
 def load_model_specs(config: GatewayConfig) -> dict[str, ModelSpec]:
@@ -129,11 +160,12 @@ def spec_from_table(route: str, table: Any, source: Path, default_url: str) -> M
         kind, expected = _KEY_TYPES[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
-    values = dict(table)
+    values: dict[str, Any] = {**table, "explicit": frozenset(table)}
     input_format, input_name = signature_defaults(values.get("signature", DEFAULT_SIGNATURE))
     values.setdefault("input_format", input_format)
     values.setdefault("input_name", input_name)
     values.setdefault("model_server_url", default_url)
+    values.setdefault("protocol", protocol_of(values["model_server_url"]))
     if "input_size" in values:
         values["input_size"] = tuple(values["input_size"])
     labels = values.get("labels", IMAGENET)
@@ -147,6 +179,11 @@ def spec_from_table(route: str, table: Any, source: Path, default_url: str) -> M
     return spec
 
 
+def protocol_of(model_server_url: str) -> str:
+    """The protocol a URL implies when the config names none: gRPC for ``grpc://``, else REST."""
+    return PROTOCOL_GRPC if model_server_url.startswith(GRPC_URL_SCHEME) else PROTOCOL_REST
+
+
 def signature_defaults(signature: str) -> tuple[str, str]:
     """(input_format, input_name) a signature takes unless the config says otherwise."""
     if signature in KNOWN_SIGNATURES:
@@ -158,7 +195,11 @@ def signature_defaults(signature: str) -> tuple[str, str]:
 
 def _check_spec(spec: ModelSpec) -> tuple[str, str] | None:
     """(key, message) for the first invalid value of ``spec``, or None."""
-    if not spec.model_server_url.startswith(("http://", "https://")):
+    if spec.protocol not in PROTOCOLS:
+        return "protocol", f"expected one of {', '.join(PROTOCOLS)}, got {spec.protocol!r}"
+    if spec.protocol == PROTOCOL_GRPC and not spec.model_server_url.startswith(GRPC_URL_SCHEME):
+        return "model_server_url", f"expected grpc://host:port with protocol = \"grpc\", got {spec.model_server_url!r}"
+    if spec.protocol == PROTOCOL_REST and not spec.model_server_url.startswith(("http://", "https://")):
         return "model_server_url", f"expected an http(s) URL, got {spec.model_server_url!r}"
     for key in ("model_name", "signature", "input_name"):
         if not _ROUTE_NAME.fullmatch(getattr(spec, key)):

@@ -104,11 +104,18 @@ def _memory_size(parsed: urllib.parse.SplitResult, url: str) -> int:
 def answer_identity(settings: Mapping[str, Any]) -> str:
     """A short digest of everything besides the version, ``k`` and the image that changes an answer.
 
-    ``settings`` must be JSON-serialisable after ``str`` of odd values (tuples become lists); key
-    order does not matter.
+    The same in every process (keys are shared through Redis): key order does not matter, tuples
+    count as lists and sets as sorted lists. TypeError for values with no canonical form.
     """
-    canonical = orjson.dumps(settings, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    canonical = orjson.dumps(settings, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_canonical)
     return hashlib.sha256(canonical).hexdigest()[:_IDENTITY_CHARS]
+
+
+def _canonical(value: Any) -> Any:
+    # str() of a set would follow the process's string hash order, which differs between processes.
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"no canonical form for a {type(value).__name__} in the cache key")
 
 
 def image_digest(image: bytes) -> str:
@@ -123,15 +130,14 @@ def entry_key(route: str, identity: str, version: int, k: int, image: bytes) -> 
 
 @dataclasses.dataclass(frozen=True)
 class CachedModel:
-    """The cache as one route's pipeline uses it: its route and answer identity are fixed."""
+    """The cache as one route's pipeline uses it."""
 
     cache: ResponseCache
     route: str
-    identity: str
 
-    def keys(self, version: int, k: int, images: Sequence[bytes]) -> list[str]:
-        """One key per image."""
-        return [entry_key(self.route, self.identity, version, k, image) for image in images]
+    def keys(self, identity: str, version: int, k: int, images: Sequence[bytes]) -> list[str]:
+        """One key per image (``identity``: ``answer_identity`` of the version's settings)."""
+        return [entry_key(self.route, identity, version, k, image) for image in images]
 
     def lookup(self, keys: Sequence[str]) -> list[Answer] | None:
         """Every image's answer if all of them are stored, else None (a miss)."""

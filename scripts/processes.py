@@ -31,7 +31,7 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
-# The real server insists on a gRPC port; ours accepts the flag and ignores it (0 = disabled).
+# The real server insists on a gRPC port; ours serves gRPC on --port only when it is not 0.
 REAL_SERVER_GRPC_PORT = 8500
 REAL_SERVER_BINARY = "tensorflow_model_server"
 DEFAULT_POLL_WAIT_SECONDS = 1  # TF Serving's default: a `make export` is picked up within a second
@@ -162,10 +162,13 @@ class ChildProcess:
 
 def model_server_command(model_name: str | None, model_base_path: Path | None, rest_api_port: int,
                          host: str = LOOPBACK, poll_wait_seconds: int | None = DEFAULT_POLL_WAIT_SECONDS,
-                         extra_args: Sequence[str] = (), real_if_installed: bool = True) -> list[str]:
+                         extra_args: Sequence[str] = (), real_if_installed: bool = True,
+                         grpc_port: int = 0) -> list[str]:
     """TF Serving's command line: the real binary if installed (and wanted), else ``python -m model_server``.
 
-    Only ours takes ``--rest_api_host``; the real server always listens on every interface.
+    Only ours takes ``--rest_api_host`` (it binds the gRPC port there too); the real server always
+    listens on every interface. ``grpc_port`` 0 turns gRPC off in ours; the real server needs one,
+    so it then gets REAL_SERVER_GRPC_PORT.
     ``model_name``/``model_base_path`` may be None when ``extra_args`` name a ``--model_config_file``;
     ``poll_wait_seconds=None`` keeps the server's own default (1 s). The tests pass
     ``real_if_installed=False``: they test our server, whatever is on PATH.
@@ -180,8 +183,8 @@ def model_server_command(model_name: str | None, model_base_path: Path | None, r
     flags += list(extra_args)
     binary = shutil.which(REAL_SERVER_BINARY) if real_if_installed else None
     if binary:
-        return [binary, f"--port={REAL_SERVER_GRPC_PORT}", *flags]
-    return [sys.executable, "-m", "model_server", "--port=0", f"--rest_api_host={host}", *flags]
+        return [binary, f"--port={grpc_port or REAL_SERVER_GRPC_PORT}", *flags]
+    return [sys.executable, "-m", "model_server", f"--port={grpc_port}", f"--rest_api_host={host}", *flags]
 
 
 def gateway_command(bind: str, workers: int | None = None, threads: int | None = None,
@@ -199,11 +202,14 @@ def gateway_command(bind: str, workers: int | None = None, threads: int | None =
     return [*args, *extra_args, GATEWAY_APP]
 
 
-def gateway_env(model_server_url: str) -> dict[str, str]:
-    """Environment for the gateway: the model server's URL, and MODELS_CONFIG if the user set one."""
+def gateway_env(model_server_url: str, models_config: Path | None = None) -> dict[str, str]:
+    """Environment for the gateway: the model server's URL, and MODELS_CONFIG: the user's if set,
+    else ``models_config`` (auto_cmd's route per served model) when given."""
     env = {"MODEL_SERVER_URL": model_server_url}
     if os.environ.get("MODELS_CONFIG"):
         env["MODELS_CONFIG"] = os.environ["MODELS_CONFIG"]
+    elif models_config is not None:
+        env["MODELS_CONFIG"] = str(models_config)
     return env
 
 
@@ -278,3 +284,22 @@ def wait_for_http_ok(url: str, child: ChildProcess, timeout: float = STARTUP_TIM
                      stop: threading.Event | None = None) -> float:
     """Poll ``url`` until it answers 200; return seconds since the child was spawned."""
     return poll_until(url, child, timeout, http_ok_state, on_state, stop)[1]
+
+
+def wait_for_models(url: str, model_names: Sequence[str], child: ChildProcess, timeout: float = STARTUP_TIMEOUT,
+                    on_state: Callable[[str, float], None] | None = None,
+                    stop: threading.Event | None = None) -> float:
+    """``wait_for_model`` for each model in turn (one deadline for all); seconds since spawn.
+
+    With several models each state ``on_state`` gets is prefixed with the model's name.
+    """
+    def reporter(name: str) -> Callable[[str, float], None] | None:
+        if on_state is None or len(model_names) == 1:
+            return on_state
+        return lambda state, seconds: on_state(f"{name}: {state}", seconds)
+
+    deadline = time.monotonic() + timeout
+    elapsed = 0.0
+    for name in model_names:
+        elapsed = wait_for_model(url, name, child, max(0.0, deadline - time.monotonic()), reporter(name), stop)
+    return elapsed

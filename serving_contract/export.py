@@ -56,6 +56,9 @@ TOPK_OUTPUTS = (OUTPUT_SCORES, OUTPUT_CLASS_INDEX, OUTPUT_CLASS_ID, OUTPUT_CLASS
 DEFAULT_MODEL_NAME = "ImageClassifier"
 
 EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
+#: Where our model server returns it: the REST metadata's ``metadata.export_info``, and the gRPC
+#: GetModelMetadata field of that name (a JSON string in a google.protobuf.StringValue).
+EXPORT_INFO_METADATA_KEY = "export_info"
 #: The class names as a SavedModel asset, in serving_contract.labels' text format.
 LABELS_ASSET_PATH = Path("assets") / "labels.txt"
 MODEL_KEY = "model"

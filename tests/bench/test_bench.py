@@ -173,3 +173,29 @@ def test_cache_benchmark_runs_every_row_without_errors():
     for row in rows:
         assert f"| {row} | " in proc.stdout, proc.stdout
     assert proc.stdout.count("a hit answers in") == len(rows) // 2
+
+
+@pytest.mark.e2e
+def test_grpc_vs_rest_measures_every_path_without_errors():
+    proc = subprocess.run([sys.executable, "-m", "bench.grpc_vs_rest", "--tiny", "--requests", "4", "--requests-16", "16"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout
+    for path in ("direct REST", "direct gRPC", "gateway (REST hop)", "gateway (gRPC hop)"):
+        row = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {path} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert all(float(cell) > 0 for cell in cells[1:5]) and cells[5] == "0", row
+    # raw bytes in a tensor against base64 in JSON: gRPC puts fewer bytes on the hop
+    ratio_row = next(line for line in proc.stdout.splitlines() if line.startswith("| gateway |"))
+    assert float(ratio_row.rsplit("=", 1)[1].strip(" x|")) < 1
+
+
+@pytest.mark.e2e
+def test_gateway_signatures_measures_both_routes_without_errors():
+    proc = subprocess.run([sys.executable, "-m", "bench.gateway_signatures", "--kind", "tiny", "--requests", "3"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {line.split("|")[2].strip(): line.split("|") for line in proc.stdout.splitlines()
+            if line.startswith("| topk") or line.startswith("| uint8")}
+    assert set(rows) == {"serving_topk", "serving_uint8"}
+    # every row has its latency and reply size, and no request failed
+    assert all(float(row[3]) > 0 and int(row[6]) > 0 and row[7].strip() == "0" for row in rows.values())

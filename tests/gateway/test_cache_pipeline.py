@@ -131,8 +131,8 @@ def test_errors_carry_no_cache_header_and_are_not_counted(make_app, gateway_env,
         response = post_image(client, png, path="/v1/models/wrong/predict")
         assert_error(response, 502, "takes 48x48 images")
         assert CACHE_HEADER not in response.headers
-    bad = client.post("/v1/models/wrong/predict", data=b"not an image", content_type="image/png")
-    assert_error(bad, 400, "")
+    bad = post_image(client, png, path="/v1/models/wrong/predict", top_k=0)
+    assert_error(bad, 400, "top_k")
     assert CACHE_HEADER not in bad.headers
     assert "gateway_cache_requests_total{" not in client.get("/metrics").get_data(as_text=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,11 @@ def test_default_is_the_tutorials_single_model():
 
 def test_example_file_loads_and_documents_the_defaults():
     specs = load_model_specs(GatewayConfig(models_config=str(EXAMPLE)))
-    assert specs["imageclassifier"] == load_model_specs(GatewayConfig())[DEFAULT_ROUTE]
+    # Only the keys a table states are explicit; the commented-out values are the defaults.
+    assert specs["imageclassifier"].explicit == {"model_server_url", "model_name"}
+    assert (dataclasses.replace(specs["imageclassifier"], explicit=frozenset())
+            == load_model_specs(GatewayConfig())[DEFAULT_ROUTE])
+    assert specs["mobilenetv2"].explicit == {"model_name"}
     resnet = specs["resnet50"]
     # A float signature picks the JSON input format and the "image" input by default.
     assert (resnet.input_format, resnet.input_name, resnet.version_label) == ("json", "image", "stable")
@@ -51,6 +56,10 @@ def test_example_file_loads_and_documents_the_defaults():
     ("[models.m]\ntop_k = true\n", r"models\.m\.top_k"),
     ("[models.m]\nmodel_server_url = 'ms:9000'\n", r"models\.m\.model_server_url: expected an http"),
     ("[models.m]\nmodel_name = 'a/b'\n", r"models\.m\.model_name"),
+    ("[models.m]\nprotocol = 'v3'\n", r"models\.m\.protocol: expected one of rest, grpc, got 'v3'"),
+    ("[models.m]\nprotocol = 'grpc'\n", r"models\.m\.model_server_url: expected grpc://host:port with protocol"),
+    ("[models.m]\nprotocol = 'rest'\nmodel_server_url = 'grpc://ms:8500'\n",
+     r"models\.m\.model_server_url: expected an http\(s\) URL"),
     ("[models.'a b']\n", r"models\.a b: route names may only use"),
     ("[models]\nm = 3\n", r"models\.m: expected a table"),
     ("[model.m]\n", r"unknown top-level key\(s\) \['model'\]"),
@@ -63,12 +72,23 @@ def test_bad_files_name_the_file_and_key(tmp_path, text, message):
     assert str(tmp_path / "models.toml") in str(info.value)
 
 
+def test_a_grpc_url_means_the_grpc_protocol(tmp_path):
+    specs = specs_from(tmp_path, "[models.a]\nmodel_server_url = 'grpc://ms:8500'\n"
+                                 "[models.b]\nprotocol = 'grpc'\nmodel_server_url = 'grpc://ms:8500'\n[models.c]\n")
+    assert [specs[route].protocol for route in "abc"] == ["grpc", "grpc", "rest"]
+    default = load_model_specs(GatewayConfig(model_server_url="grpc://127.0.0.1:8500"))[DEFAULT_ROUTE]
+    assert (default.protocol, default.model_server_url) == ("grpc", "grpc://127.0.0.1:8500")
+    with pytest.raises(ConfigError, match="MODEL_SERVER_URL must be an http"):
+        GatewayConfig(model_server_url="ms:8500").validate()
+
+
 def test_every_exported_signature_has_gateway_defaults():
-    # test that a probabilities signature added to the export contract cannot go without an input format here
+    # test that a signature added to the export contract (serving_topk included: the gateway calls it
+    # when a version has it) cannot go without an input format here
     from flask_server import model_config as models
     from serving_contract import export
 
-    assert set(models.KNOWN_SIGNATURES) == set(export.PROBABILITIES_SIGNATURES)
+    assert set(models.KNOWN_SIGNATURES) == set(export.SIGNATURES)
     assert models.DEFAULT_SIGNATURE in export.SIGNATURES
     assert export.SERVING_BYTES.endswith(models.BYTES_SUFFIX)
 

@@ -78,6 +78,14 @@ def test_everything_that_changes_the_answer_changes_the_key(change):
     assert key(**change) != key()
 
 
+def test_answer_identity_of_sets_is_the_same_in_every_process():
+    # A Redis cache is shared between processes, whose string hashes (and so set order) differ.
+    settings = {"explicit": frozenset(f"key{i}" for i in range(20)), "tags": {"b", "a"}}
+    assert answer_identity(settings) == answer_identity({"explicit": sorted(settings["explicit"]), "tags": ["a", "b"]})
+    with pytest.raises(TypeError):
+        answer_identity({"odd": object()})
+
+
 def test_answer_identity_ignores_order_and_sees_every_value():
     settings = {"model_name": "m", "input_size": (32, 32), "preprocessing": "tf", "labels": [("a", "b")]}
     assert answer_identity(settings) == answer_identity(dict(reversed(settings.items())))
@@ -116,25 +124,25 @@ def test_overwriting_refreshes_an_entry():
 # --- lookups: all or nothing ------------------------------------------------------------------------
 
 def test_answers_come_back_equal():
-    model = CachedModel(MemoryCache(8), "tiny", IDENTITY)
-    keys = model.keys(1, 2, [IMAGE, OTHER_IMAGE])
+    model = CachedModel(MemoryCache(8), "tiny")
+    keys = model.keys(IDENTITY, 1, 2, [IMAGE, OTHER_IMAGE])
     assert model.lookup(keys) is None
     model.store(keys, [ANSWER, ANSWER[:1]])
     assert model.lookup(keys) == [ANSWER, ANSWER[:1]]
-    assert model.lookup(model.keys(2, 2, [IMAGE])) is None  # another version: its own entries
+    assert model.lookup(model.keys(IDENTITY, 2, 2, [IMAGE])) is None  # another version: its own entries
 
 
 def test_a_batch_with_one_unknown_image_is_a_miss():
-    model = CachedModel(MemoryCache(8), "tiny", IDENTITY)
-    model.store(model.keys(1, 2, [IMAGE]), [ANSWER])
-    assert model.lookup(model.keys(1, 2, [IMAGE])) == [ANSWER]
-    assert model.lookup(model.keys(1, 2, [IMAGE, OTHER_IMAGE])) is None
+    model = CachedModel(MemoryCache(8), "tiny")
+    model.store(model.keys(IDENTITY, 1, 2, [IMAGE]), [ANSWER])
+    assert model.lookup(model.keys(IDENTITY, 1, 2, [IMAGE])) == [ANSWER]
+    assert model.lookup(model.keys(IDENTITY, 1, 2, [IMAGE, OTHER_IMAGE])) is None
 
 
 def test_an_unreadable_entry_is_a_miss():
     cache = MemoryCache(8)
-    model = CachedModel(cache, "tiny", IDENTITY)
-    [entry] = model.keys(1, 2, [IMAGE])
+    model = CachedModel(cache, "tiny")
+    [entry] = model.keys(IDENTITY, 1, 2, [IMAGE])
     cache.set_many({entry: b"\xff not json"})
     assert model.lookup([entry]) is None
 
@@ -144,11 +152,11 @@ def test_an_unreadable_entry_is_a_miss():
 @pytest.mark.redis
 def test_redis_entries_are_shared_and_expire(redis_url):  # noqa: F811
     writer, reader = RedisCache(redis_url, ttl=30), RedisCache(redis_url, ttl=30)
-    model = CachedModel(writer, "tiny-shared", IDENTITY)
-    keys = model.keys(1, 2, [IMAGE])
+    model = CachedModel(writer, "tiny-shared")
+    keys = model.keys(IDENTITY, 1, 2, [IMAGE])
     model.store(keys, [ANSWER])
     # another process (another client) reads what this one wrote
-    assert CachedModel(reader, "tiny-shared", IDENTITY).lookup(keys) == [ANSWER]
+    assert CachedModel(reader, "tiny-shared").lookup(keys) == [ANSWER]
     with redis.Redis.from_url(redis_url) as store:
         assert 0 < store.pttl(keys[0]) <= 30_000
     writer.close()
