@@ -20,11 +20,17 @@ multi-model list comes from the TOML file named by ``MODELS_CONFIG`` (see ``mode
 | GATEWAY_RATE_LIMITS | default=60/minute | per-key limits: `tier=limit` pairs separated by `;` (Flask-Limiter syntax); only with keys |
 | GATEWAY_AUTH_FAILURE_LIMIT | 30/minute | unknown-key attempts (403) allowed per client IP before its api requests get 429; only with keys |
 | GATEWAY_RATELIMIT_STORAGE_URI | memory:// | Flask-Limiter storage, e.g. redis://127.0.0.1:6379/0 |
-| GATEWAY_TRUSTED_PROXIES | (empty) | reverse proxies whose `X-Forwarded-For` gives the client address: a hop count `N` (the gateway is reachable only through N proxies) or a comma-separated list of proxy addresses/CIDRs; empty or 0: the header is ignored (proxies.py) |
-| GATEWAY_CACHE | (empty) | response cache: `memory://?size=N` (an LRU of N answers per process, default 1024) or a Redis URL (`redis://host:6379/0`, shared; may be the rate limits' Redis); empty: off (response_cache.py) |
+| GATEWAY_TRUSTED_PROXIES | (empty) | proxies whose `X-Forwarded-For` names the client: hops `N` or addresses/CIDRs |
+| GATEWAY_CACHE | (empty) | response cache: `memory://?size=N` (LRU per process) or a Redis URL; empty: off |
 | GATEWAY_CACHE_TTL | 3600 | seconds a cached answer lives in Redis (the memory cache is bounded by size instead) |
 | GATEWAY_LOG_FORMAT | text | `text` or `json` (one line per request either way) |
 | GATEWAY_LOG_LEVEL | INFO | Python logging level |
+
+GATEWAY_TRUSTED_PROXIES: empty or 0 ignores `X-Forwarded-For`; a list (`10.0.0.0/8, 192.0.2.7`)
+believes it only from a listed peer; a hop count `N` (Werkzeug's ProxyFix) only fits when nothing
+reaches the gateway around the proxies (proxies.py). GATEWAY_CACHE: `size` defaults to 1024 entries;
+a Redis URL (`redis://host:6379/1`) is shared by every process and may be the rate limits' server
+(response_cache.py).
 
 Rate limits are per API key, so without keys nothing is limited (a gateway exposed without keys needs
 a proxy that limits per address) and Flask-Limiter is not even imported; see security.py. In a
