@@ -1,9 +1,18 @@
-"""One loaded SavedModel version: its signatures, metadata, warm-up and the TensorFlow call.
+"""One loaded SavedModel version, run the way TensorFlow Serving runs it: a Session per version.
 
-SignatureDefs (method names, tensor names, dtypes, shapes) come from ``saved_model.pb`` itself so
-the metadata API prints exactly what the real server prints; the callable functions come from
-``tf.saved_model.load``. This module is the single boundary where TensorFlow exceptions become
-``ServingError``s (see ``translate_tf_errors``).
+``load_servable`` loads the MetaGraph tagged ``serve`` (``--saved_model_tags``) into its own
+``tf.compat.v1.Session`` with ``tf.compat.v1.saved_model.loader.load``, as TF Serving's
+SavedModelBundle does, so TF1 exports (``simple_save``, ``SavedModelBuilder``) and TF2 exports
+(``tf.saved_model.save``, Keras' ``model.export``) load alike. ``Servable.run`` feeds the request's
+tensors to the SignatureDef's input tensor names and fetches its output tensor names, through one
+cached Session callable per (signature, inputs) pair. Like TF Serving's ``Session::Run``, no shape
+is checked against the SignatureDef: TensorFlow decides, and what it rejects becomes the
+ServingError with TensorFlow's code and message (INVALID_ARGUMENT -> 400).
+
+SignatureDefs (method names, tensor names, dtypes, shapes) are read from ``saved_model.pb`` itself
+so the metadata API prints exactly what the real server prints. This module is the single boundary
+where TensorFlow exceptions become ``ServingError``s (see ``translate_tf_errors``). Warm-up (the
+``assets.extra/tf_serving_warmup_requests`` replay) lives in ``model_server.warmup``.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from model_server import errors
+from model_server import errors, warmup
 from model_server.codec import TensorSpec
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError
+from model_server.routing import VERB_PREDICT
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +46,8 @@ CLASSIFY_SCORES_KEY = "scores"
 REGRESS_OUTPUTS_KEY = "outputs"
 EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
 UNTRAINED_WEIGHTS = "untrained"
+# A TF2 export's init op is stored as a SignatureDef; it is run at load, never served.
+INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 # Canonical status code numbers (tf.errors.OpError.error_code) by name.
 _CANONICAL_CODES = {1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED",
                     5: "NOT_FOUND", 6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED",
@@ -111,33 +124,23 @@ def read_meta_graph(path: Path, tags: set[str]):
                           f"`saved_model_cli`. Available tag-sets: {available}")
 
 
-def _check_shape(signature: str, key: str, spec: TensorSpec, array: np.ndarray) -> None:
-    # A concrete function rejects a mismatching shape with a long Python TypeError; say it plainly.
-    if spec.shape is None:
-        return
-    expected = spec.shape
-    if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, array.shape)):
-        shown = "[" + ",".join("-1" if d is None else str(d) for d in expected) + "]"
-        raise InvalidArgument(f"Input '{key}' of signature '{signature}' must have shape {shown} "
-                              f"(-1: any size), got [{','.join(str(d) for d in array.shape)}]")
-
-
 class Servable:
-    """A loaded, callable SavedModel version."""
+    """A loaded, callable SavedModel version: one Session over its ``serve`` MetaGraph."""
 
-    def __init__(self, name: str, version: int, path: Path, loaded: Any, meta_graph,
+    def __init__(self, name: str, version: int, path: Path, session: Any, meta_graph,
                  export_info: dict | None):
         self.name = name
         self.version = version
         self.path = path
         self.export_info = export_info
-        self._loaded = loaded
-        self._functions = dict(loaded.signatures)
+        self._session = session
         self._signature_defs = meta_graph.signature_def
+        self._callables: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._callables_lock = threading.Lock()
         self.signatures = {
             key: Signature(key, sig.method_name, {k: _tensor_spec(v) for k, v in sig.inputs.items()},
                            {k: _tensor_spec(v) for k, v in sig.outputs.items()})
-            for key, sig in meta_graph.signature_def.items() if key in self._functions}
+            for key, sig in meta_graph.signature_def.items() if key != INIT_OP_SIGNATURE_KEY}
 
     # -- signature lookup, with the REST API's messages ---------------------------------------
 
@@ -179,21 +182,50 @@ class Servable:
     # -- calls -------------------------------------------------------------------------------
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one signature on numpy inputs; TF errors come out as ServingError."""
-        import tensorflow as tf
+        """Run one signature: feed ``inputs`` by the SignatureDef's tensor names, fetch every output.
 
-        spec = self.signatures[signature]
-        for key, array in inputs.items():
-            if key in spec.inputs:
-                _check_shape(signature, key, spec.inputs[key], array)
-        function = self._functions[signature]
+        Shapes are not checked here (TensorFlow decides, as in TF Serving); dtypes must match the
+        graph's. Raises InvalidArgument for an unknown signature or input alias, and TensorFlow's
+        own errors as the ServingError with the same canonical code.
+        """
+        signature_def = self._signature_defs.get(signature)
+        if signature_def is None or signature == INIT_OP_SIGNATURE_KEY:
+            raise InvalidArgument(f'Serving signature name: "{signature}" not found in signature def')
+        for alias in inputs:
+            if alias not in signature_def.inputs:
+                raise InvalidArgument(f"input tensor alias not found in signature: {alias}. Inputs expected to be "
+                                      f"in the set {{{','.join(sorted(signature_def.inputs))}}}.")
+        feed_aliases = tuple(sorted(inputs))
+        call, output_aliases = self._callable(signature, signature_def, feed_aliases)
         with translate_tf_errors():
             try:
-                outputs = function(**{key: tf.constant(value) for key, value in inputs.items()})
+                values = call(*(inputs[alias] for alias in feed_aliases))
             except (TypeError, ValueError) as exc:
-                # Raised by argument binding (names, dtypes, shapes), before any op runs.
+                # numpy -> tensor conversion, before anything runs (e.g. a non-bytes string element).
                 raise InvalidArgument(f"Invalid input for signature '{signature}': {exc}") from exc
-            return {key: value.numpy() for key, value in outputs.items()}
+        return {alias: np.asarray(value) for alias, value in zip(output_aliases, values)}
+
+    def _callable(self, signature: str, signature_def, feed_aliases: tuple[str, ...]) -> tuple[Any, list[str]]:
+        """The Session callable feeding ``feed_aliases`` and fetching every output (built once)."""
+        key = (signature, feed_aliases)
+        with self._callables_lock:
+            cached = self._callables.get(key)
+            if cached is not None:
+                return cached
+            if self._session is None:
+                raise errors.Unavailable(f"Servable {self.name} version {self.version} is unloaded")
+            from tensorflow.core.protobuf import config_pb2
+
+            output_aliases = sorted(signature_def.outputs)
+            options = config_pb2.CallableOptions(
+                feed=[signature_def.inputs[alias].name for alias in feed_aliases],
+                fetch=[signature_def.outputs[alias].name for alias in output_aliases])
+            with translate_tf_errors():
+                # A Session callable is TF's C++ MakeCallable/RunCallable: Session::Run without the
+                # Python client's feed-shape check, and without re-pruning the graph on every call.
+                call = self._session._make_callable_from_options(options)  # noqa: SLF001 (public in C++)
+            self._callables[key] = (call, output_aliases)
+            return self._callables[key]
 
     def metadata(self) -> dict:
         """GetModelMetadataResponse as the REST API prints it, plus our ``export_info`` extension."""
@@ -209,40 +241,44 @@ class Servable:
         return {"model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},
                 "metadata": metadata}
 
-    def warm_up(self) -> None:
-        """Call each predict signature once on zeros / empty strings so the first request is fast.
-
-        Synthetic inputs may be invalid for a model (e.g. bytes it must decode); such failures are
-        expected and only logged.
-        """
-        for key, signature in self.signatures.items():
-            if signature.method_name != PREDICT_METHOD:
-                continue
-            inputs = {name: _zeros_like_spec(spec) for name, spec in signature.inputs.items()}
-            started = time.monotonic()
-            try:
-                self.run(key, inputs)
-                log.info("Warm-up of %s version %d signature %s took %.0f ms", self.name, self.version, key,
-                         (time.monotonic() - started) * 1000)
-            except (ServingError, NotImplementedError) as exc:
-                log.info("Warm-up of %s version %d signature %s skipped: %s", self.name, self.version, key,
-                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-
     def close(self) -> None:
-        """Drop the TensorFlow objects so their memory can be reclaimed."""
-        self._functions = {}
-        self._loaded = None
+        """Release the callables and close the Session so its memory can be reclaimed."""
+        with self._callables_lock:
+            self._callables.clear()
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
 
-def _zeros_like_spec(spec: TensorSpec) -> np.ndarray:
-    import tensorflow as tf
-    from tensorflow.core.framework import types_pb2
+def run_warmup(servable: Servable) -> int:
+    """Replay the version's ``tf_serving_warmup_requests`` (model_server.warmup); returns the count.
 
-    shape = (1,) if spec.shape is None else tuple(1 if d is None else d for d in spec.shape)
-    if spec.dtype == "DT_STRING":
-        return np.full(shape, b"", dtype=object)
-    dtype = tf.dtypes.as_dtype(types_pb2.DataType.Value(spec.dtype)).as_numpy_dtype
-    return np.zeros(shape, dtype=dtype)
+    Each request goes through the same signature checks and Session callables as a client's, so
+    the callables a client will use are built and run once. The first failure is raised.
+    """
+    started = time.monotonic()
+    replayed = 0
+    for requests in warmup.read_warmup_requests(servable.path):
+        for request in requests:
+            if request.verb == VERB_PREDICT:
+                signature = servable.predict_signature(request.signature_name)
+                servable.run(signature.name, request.inputs or {})
+            else:
+                signature = servable.example_signature(request.signature_name, request.verb)
+                servable.run(signature.name, {EXAMPLES_INPUT_KEY: request.examples})
+        replayed += 1
+    if replayed:
+        log.info("Warm-up of %s version %d: replayed %d record(s) in %.0f ms", servable.name, servable.version,
+                 replayed, (time.monotonic() - started) * 1000)
+    return replayed
+
+
+def session_config(intra_op_threads: int = 0, inter_op_threads: int = 0):
+    """The ConfigProto each version's Session gets (``--tensorflow_*_parallelism``; 0 = TF's default)."""
+    from tensorflow.core.protobuf import config_pb2
+
+    return config_pb2.ConfigProto(intra_op_parallelism_threads=intra_op_threads,
+                                  inter_op_parallelism_threads=inter_op_threads)
 
 
 def read_export_info(path: Path) -> dict | None:
@@ -259,24 +295,40 @@ def read_export_info(path: Path) -> dict | None:
 
 
 def load_servable(name: str, version: int, path: Path, tags: tuple[str, ...] = ("serve",),
-                  warm_up: bool = True) -> Servable:
-    """Load, inspect and (optionally) warm up one version; failures raise ServingError."""
+                  warm_up: bool = True, config: Any = None) -> Servable:
+    """Load one version into its own Session, then (``warm_up``) replay its warm-up requests.
+
+    ``config`` is the Session's ConfigProto (``session_config``). Failures raise ServingError:
+    TF Serving's messages for a missing SavedModel or tag set, TensorFlow's for the rest, and
+    a failed warm-up fails the load, as in TF Serving.
+    """
     import tensorflow as tf
 
     started = time.monotonic()
-    meta_graph = read_meta_graph(path, set(tags))
-    with translate_tf_errors():
-        try:
-            loaded = tf.saved_model.load(str(path), tags=list(tags))
-        except (OSError, ValueError) as exc:
-            raise FailedPrecondition(f"Failed to load SavedModel at {path}: {exc}") from exc
-    export_info = read_export_info(path)
-    servable = Servable(name, version, path, loaded, meta_graph, export_info)
+    read_meta_graph(path, set(tags))  # TF Serving's messages for a missing .pb or tag set
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    try:
+        with graph.as_default(), translate_tf_errors():
+            try:
+                meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), str(path))
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise FailedPrecondition(f"Failed to load SavedModel at {path}: {exc}") from exc
+        graph.finalize()  # nothing may add ops to a served graph (it would also leak per request)
+        export_info = read_export_info(path)
+        servable = Servable(name, version, path, session, meta_graph, export_info)
+    except BaseException:
+        session.close()
+        raise
     if export_info and export_info.get("weights") == UNTRAINED_WEIGHTS:
         log.warning("\n%s\n!! Model %s version %d has UNTRAINED weights: its predictions are meaningless.\n%s",
                     "!" * 78, name, version, "!" * 78)
     if warm_up:
-        servable.warm_up()
+        try:
+            run_warmup(servable)
+        except BaseException:
+            servable.close()
+            raise
     log.info("Loaded %s version %d from %s in %.2f s (signatures: %s)", name, version, path,
              time.monotonic() - started, ", ".join(sorted(servable.signatures)))
     return servable

@@ -22,7 +22,7 @@ from model_server.config import (ConfigError, ServerConfig, load_batching_config
 from model_server.monitoring import Metrics
 from model_server.repository import ModelRepository, ServableHandle
 from model_server.rest_server import RestApi, RestServer
-from model_server.servable import Servable, load_servable
+from model_server.servable import Servable, load_servable, session_config
 from model_server.versions import VersionManager
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class ModelServer:
                                             thread_name_prefix="model-call")
         self._scheduler = (BatchScheduler(self.batching, self.metrics.record_batch if self.metrics else None)
                            if self.batching else None)
+        self._session_config = session_config(config.tensorflow_intra_op_parallelism,
+                                              config.tensorflow_inter_op_parallelism)
         self._rest: RestServer | None = None
         self._stop_requested = threading.Event()
         self._config_poller: threading.Thread | None = None
@@ -116,7 +118,8 @@ class ModelServer:
     def _load(self, name: str, version: int, path: Path) -> Servable:
         started = time.monotonic()
         tags = tuple(t.strip() for t in self.config.saved_model_tags.split(",") if t.strip())
-        servable = load_servable(name, version, path, tags, warm_up=self.config.enable_model_warmup)
+        servable = load_servable(name, version, path, tags, warm_up=self.config.enable_model_warmup,
+                                 config=self._session_config)
         if self.metrics is not None:
             self.metrics.record_load(str(path), time.monotonic() - started)
         return servable
@@ -158,6 +161,7 @@ def _configure_tensorflow(config: ServerConfig) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(config.tensorflow_intra_op_parallelism)
     if config.tensorflow_inter_op_parallelism > 0:
         tf.config.threading.set_inter_op_parallelism_threads(config.tensorflow_inter_op_parallelism)
-    # Read back from TensorFlow, so the log shows what it will really use (0 = one thread per core).
+    # Each version's Session gets the same numbers in its ConfigProto (servable.session_config); these
+    # cover the eager work (reading warm-up files). Read back, so the log shows what TF will use (0 = per core).
     log.info("TensorFlow threads: intra-op %d, inter-op %d", tf.config.threading.get_intra_op_parallelism_threads(),
              tf.config.threading.get_inter_op_parallelism_threads())

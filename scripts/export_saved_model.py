@@ -19,6 +19,8 @@ Signatures (stable names, documented in the README):
 
 ``assets.extra/export_info.json`` records where the weights came from (``imagenet``, a file, or
 ``untrained``), the input size and the preprocessing mode, so both servers can report them.
+``assets.extra/tf_serving_warmup_requests`` holds one batch-1 request per signature, which
+TF Serving (and our model server) replays at load before serving the version.
 
 Typical usage::
 
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from flask_server.preprocess import CAFFE_MEAN_BGR, MODES, TORCH_MEAN, TORCH_STD, check_mode
+from model_server.warmup import WARMUP_REQUESTS_PATH, predict_log, write_warmup_requests
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
@@ -103,28 +106,32 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
     height, width, channels = (int(d) for d in input_shape)
 
     module = tf.Module()
-    module.model = model
 
     @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name=INPUT_IMAGE)])
     def serving_default(image):
-        return {OUTPUT_PROBABILITIES: module.model(image, training=False)}
+        return {OUTPUT_PROBABILITIES: model(image, training=False)}
 
     def images_from(pixels_bytes, dtype):
         return tf.reshape(tf.io.decode_raw(pixels_bytes, dtype, little_endian=True), [-1, height, width, channels])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_PIXELS_BYTES)])
     def serving_bytes(pixels_bytes):
-        return {OUTPUT_PROBABILITIES: module.model(images_from(pixels_bytes, tf.float32), training=False)}
+        return {OUTPUT_PROBABILITIES: model(images_from(pixels_bytes, tf.float32), training=False)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_PIXELS_BYTES)])
     def serving_uint8(pixels_bytes):
         pixels = images_from(pixels_bytes, tf.uint8)
-        return {OUTPUT_PROBABILITIES: module.model(scale_in_graph(tf, pixels, mode), training=False)}
+        return {OUTPUT_PROBABILITIES: model(scale_in_graph(tf, pixels, mode), training=False)}
 
     module.serving_default = serving_default
     module.serving_bytes = serving_bytes
     module.serving_uint8 = serving_uint8
     signatures = {SERVING_DEFAULT: serving_default, SERVING_BYTES: serving_bytes, SERVING_UINT8: serving_uint8}
+    # Track the tf.Variables the signatures capture, not the Keras model: through Keras 3's variable
+    # wrappers the SavedModel would restore a second, unused copy of each variable, and a Session
+    # loader (tensorflow_model_server, ours) would then find the captured ones uninitialized
+    # ("Could not find variable ...": keras-team/keras#20095). Keras' own ExportArchive does the same.
+    module.captured_variables = _captured_variables(signatures.values())
     export_info = {
         "input_size": [height, width],
         "channels": channels,
@@ -150,6 +157,7 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
         tf.saved_model.save(module, str(staging), signatures=signatures)
         (staging / EXPORT_INFO_PATH).parent.mkdir(parents=True, exist_ok=True)
         (staging / EXPORT_INFO_PATH).write_text(json.dumps(export_info, indent=2) + "\n")
+        write_warmup_requests(staging, warmup_logs(height, width, channels))
         log(f"[2/3] saved in {time.monotonic() - started:.1f} s, {_size_mb(staging):.1f} MB")
         if target.exists():
             # Move the old version aside (one rename) rather than deleting it in place, so a poller
@@ -195,6 +203,29 @@ def scale_in_graph(tf: Any, pixels: Any, mode: str) -> Any:
     return x
 
 
+def _captured_variables(functions: Any) -> list:
+    """The distinct tf.Variables the traced signature functions read, in a stable order."""
+    found: dict[int, Any] = {}
+    for function in functions:
+        for variable in function.get_concrete_function().variables:
+            found.setdefault(id(variable), variable)
+    return list(found.values())
+
+
+def warmup_logs(height: int, width: int, channels: int) -> list:
+    """One batch-1 PredictionLog per signature, for ``assets.extra/tf_serving_warmup_requests``.
+
+    Replayed at load by our model server and by ``tensorflow_model_server``, so the first client
+    request after a (hot) load does not pay for TensorFlow's lazy set-up of each signature.
+    """
+    import numpy as np
+
+    shape = (height, width, channels)
+    return [predict_log(SERVING_DEFAULT, {INPUT_IMAGE: np.zeros((1, *shape), np.float32)}),
+            predict_log(SERVING_BYTES, {INPUT_PIXELS_BYTES: np.array([np.zeros(shape, "<f4").tobytes()], object)}),
+            predict_log(SERVING_UINT8, {INPUT_PIXELS_BYTES: np.array([np.full(shape, 128, np.uint8).tobytes()], object)})]
+
+
 def _size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
@@ -213,7 +244,9 @@ def missing_signatures(version_dir: Path) -> list[str]:
 
 
 def export_needed(base_path: Path) -> tuple[bool, str]:
-    """Whether ``--if-needed`` should export (no version yet, or the latest lacks signatures), and why."""
+    """Whether ``--if-needed`` should export, and why: no version yet, or the latest is one of ours made
+    by an older exporter (without a signature the gateway calls, or without warm-up requests, which
+    came with the fix that lets a Session load our exports)."""
     versions = existing_versions(base_path)
     if not versions:
         return True, f"no version under {base_path}"
@@ -221,6 +254,10 @@ def export_needed(base_path: Path) -> tuple[bool, str]:
     if missing:
         return True, (f"version {versions[-1]} was exported without {', '.join(missing)} "
                       f"(the gateway calls {SERVING_UINT8} by default)")
+    latest = base_path / str(versions[-1])
+    if (latest / EXPORT_INFO_PATH).is_file() and not (latest / WARMUP_REQUESTS_PATH).is_file():
+        return True, (f"version {versions[-1]} was exported by an older exporter, whose SavedModels a "
+                      f"Session-based server (tensorflow_model_server, the model server) cannot run")
     return False, f"version {versions[-1]} needs no new export"
 
 
