@@ -33,7 +33,7 @@ from pathlib import Path
 from bench import report
 from bench.images import image_paths
 from bench.load import LoadResult, run_load, run_round_robin
-from bench.models import export_in_subprocess, gateway_models_config, input_size, latest_version
+from bench.models import export_in_subprocess, export_info, gateway_models_config, input_size, latest_version
 from bench.paths import gateway_send, model_server_send, tutorial_send
 from bench.procinfo import cpu_seconds, peak_rss_mb, rss_mb, tree
 from bench.servers import BareProcess, bare_process, gateway, model_server
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         version_dir = latest_version(base_path)
         size = input_size(version_dir)
         models_config = gateway_models_config(version_dir, Path(tmp), args.route, model_name)
-        classes = json.loads((version_dir / "assets.extra" / "export_info.json").read_text()).get("classes")
+        classes = export_info(version_dir).get("classes")
         figures: dict = {"cores": os.cpu_count(), "model": f"{version_dir} ({size[0]}x{size[1]}, {classes} classes)",
                          "images": [p.name for p in image_paths()],
                          "mode": "quick" if args.quick else "full", "rows": {}, "processes": [],

@@ -34,10 +34,11 @@ import time
 from pathlib import Path
 
 from bench.stats import percentile
+from serving_contract.export import INPUT_IMAGE, OUTPUT_PROBABILITIES, SERVING_DEFAULT
 
-SIGNATURE = "serving_default"
-INPUT = "image"
-OUTPUT = "probabilities"
+SIGNATURE = SERVING_DEFAULT
+INPUT = INPUT_IMAGE
+OUTPUT = OUTPUT_PROBABILITIES
 WARMUP_CALLS = 3
 
 

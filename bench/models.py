@@ -12,19 +12,19 @@ Typical usage::
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 from scripts.processes import REPO_ROOT
+from serving_contract import versions
+from serving_contract.export import UNTRAINED_WEIGHTS, read_export_info
 
 KINDS = ("inception", "tiny")
 TINY_INPUT_SIZE = (32, 32)
 TINY_CLASSES = 10
 INCEPTION_INPUT_SIZE = (299, 299)
 INCEPTION_CLASSES = 1000
-EXPORT_INFO = Path("assets.extra") / "export_info.json"
 
 
 def build_model(kind: str):
@@ -57,7 +57,7 @@ def export_untrained(model, base_path: str | Path, version: int | None = None, p
     """Export ``model`` (untrained weights) as ``base_path/<version>/`` quietly; return that directory."""
     from scripts.export_saved_model import export_keras_model
 
-    info = {"model": model.name, "weights": "untrained", "preprocessing": preprocessing}
+    info = {"model": model.name, "weights": UNTRAINED_WEIGHTS, "preprocessing": preprocessing}
     return export_keras_model(model, base_path, version, force=force, info=info, log=lambda _msg: None)
 
 
@@ -69,16 +69,24 @@ def export_in_subprocess(kind: str, base_path: Path, timeout: float = 300.0) -> 
 
 
 def latest_version(base_path: Path) -> Path:
-    """The highest numeric version directory under ``base_path`` (FileNotFoundError if none)."""
-    versions = sorted((p for p in Path(base_path).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    if not versions:
+    """The highest version directory under ``base_path`` (FileNotFoundError if none)."""
+    version = versions.latest_version(base_path)
+    if version is None:
         raise FileNotFoundError(f"no numeric version under {base_path}")
-    return versions[-1]
+    return Path(base_path) / str(version)
+
+
+def export_info(version_dir: Path) -> dict:
+    """The export_info our exporter wrote into ``version_dir`` (FileNotFoundError if it has none)."""
+    info = read_export_info(version_dir)
+    if info is None:
+        raise FileNotFoundError(f"no readable export info in {version_dir}")
+    return info
 
 
 def input_size(version_dir: Path) -> tuple[int, int]:
     """(height, width) the exported model expects, from its export_info.json."""
-    height, width = json.loads((version_dir / EXPORT_INFO).read_text())["input_size"]
+    height, width = export_info(version_dir)["input_size"]
     return int(height), int(width)
 
 
@@ -88,7 +96,7 @@ def gateway_models_config(version_dir: Path, directory: Path, route: str, model_
     The gateway's built-in default is InceptionV3's shape (299x299, 1000 ImageNet labels); any other
     model (the tiny one) needs its input size and a labels file, written into ``directory``.
     """
-    info = json.loads((version_dir / EXPORT_INFO).read_text())
+    info = export_info(version_dir)
     if tuple(info["input_size"]) == INCEPTION_INPUT_SIZE and info["classes"] == INCEPTION_CLASSES:
         return None
     labels = directory / "labels.txt"

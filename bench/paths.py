@@ -21,6 +21,8 @@ import requests
 
 from bench.images import preprocess, preprocess_tutorial
 from bench.load import Send
+from serving_contract.export import (INPUT_IMAGE, INPUT_PIXELS_BYTES, OUTPUT_PROBABILITIES, SERVING_DEFAULT,
+                                     SERVING_UINT8)
 
 # (connect, read). urllib3 applies the *connect* timeout while sending the body too, and a busy model
 # server leaves queued connections unread: a 5.8 MB tutorial body then stalls for seconds. Both are
@@ -46,7 +48,7 @@ def check_probabilities(body: dict, classes: int | None = None) -> None:
         raise BadResponse(f"expected one prediction, got {str(body)[:200]}")
     row = predictions[0]
     if isinstance(row, dict):  # named output form
-        row = row.get("probabilities")
+        row = row.get(OUTPUT_PROBABILITIES)
     if not isinstance(row, list) or (classes and len(row) != classes) or not math.isclose(sum(row), 1, abs_tol=1e-3):
         raise BadResponse(f"expected a probability vector, got {str(row)[:200]}")
 
@@ -71,8 +73,8 @@ def model_server_send(url: str, model_name: str, images: Sequence[bytes], size: 
 
     def send(session: requests.Session, i: int) -> None:
         pixels = preprocess(images[i % len(images)], size)
-        payload = {"signature_name": "serving_uint8",
-                   "instances": [{"pixels_bytes": {"b64": base64.b64encode(pixels.tobytes()).decode()}}]}
+        payload = {"signature_name": SERVING_UINT8,
+                   "instances": [{INPUT_PIXELS_BYTES: {"b64": base64.b64encode(pixels.tobytes()).decode()}}]}
         response = session.post(predict_url, data=orjson.dumps(payload), headers=JSON_HEADERS, timeout=TIMEOUT)
         _check_status(response)
         check_probabilities(orjson.loads(response.content), classes)
@@ -101,7 +103,7 @@ def tutorial_send(url: str, model_name: str, images: Sequence[bytes], size: tupl
 
     def send(session: requests.Session, i: int) -> None:
         pixels = preprocess_tutorial(images[i % len(images)], size)
-        body = json.dumps({"signature_name": "serving_default", "instances": [{"image": pixels.tolist()}]})
+        body = json.dumps({"signature_name": SERVING_DEFAULT, "instances": [{INPUT_IMAGE: pixels.tolist()}]})
         response = session.post(predict_url, data=body, headers=JSON_HEADERS, timeout=TIMEOUT)
         _check_status(response)
         check_probabilities(json.loads(response.text), classes)

@@ -7,7 +7,7 @@ for all three, so they are left out; this measures what differs, with the projec
 * ``gateway``: ``model_input`` (numpy ``preprocess_input``, skipped for ``serving_uint8``) and
   ``encode_predict_request`` (the request body), as the gateway calls them;
 * ``body``: the request's size;
-* ``model server``: ``parse_predict_body`` + ``request_to_tensors`` (model_server/codec.py), what
+* ``model server``: ``parse_predict_body`` + ``request_to_tensors`` (model_server/predict_codec.py), what
   the model server does before TensorFlow runs (TensorFlow's own decode_raw/cast is not included).
 
 Every round runs each format once, in turn, so background load hits them about equally; the table
@@ -34,9 +34,11 @@ from bench.images import image_paths
 from flask_server.backend import JSON_FLOATS, encode_predict_request
 from flask_server.models import KNOWN_SIGNATURES, ModelSpec, model_input
 from flask_server.preprocess import load_pixels
-from model_server.codec import TensorSpec, parse_predict_body, request_to_tensors
+from model_server.predict_codec import parse_predict_body, request_to_tensors
+from model_server.tensor_types import TensorSpec
+from serving_contract.export import SERVING_UINT8
 
-BASELINE = "serving_uint8"
+BASELINE = SERVING_UINT8
 
 
 def _server_inputs(spec: ModelSpec) -> dict[str, TensorSpec]:

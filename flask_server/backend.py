@@ -41,12 +41,12 @@ from flask_server.config import (DEFAULT_BACKEND_CONNECT_TIMEOUT, DEFAULT_BACKEN
 from flask_server.errors import (BadModelServerReply, ModelNotAvailable, ModelServerTimeout,
                                  ModelServerUnavailable, quote)
 from flask_server.request_id import REQUEST_ID_HEADER
+from serving_contract.export import OUTPUT_PROBABILITIES
 
 if TYPE_CHECKING:  # models.py imports this module; the spec is only needed for type hints here
     from flask_server.models import ModelSpec
 
 STATUS_TTL = 1.0
-OUTPUT_PROBABILITIES = "probabilities"
 AVAILABLE = "AVAILABLE"
 #: How every 503 for an unreachable or overloaded model server begins (followed by the model).
 UNAVAILABLE_MESSAGE = "model server unavailable"

@@ -29,21 +29,23 @@ from flask_server.errors import BadModelServerReply, BadRequest, BackendError, M
 from flask_server.metrics import backend_timer
 from flask_server.labels import IMAGENET, Label, LabelsError, load_labels, top_k
 from flask_server.preprocess import INTERPOLATIONS, MODES, load_pixels, scale
+from serving_contract.export import (DEFAULT_MODEL_NAME, INPUT_IMAGE, INPUT_PIXELS_BYTES, SERVING_BYTES,
+                                     SERVING_DEFAULT, SERVING_UINT8, is_untrained)
+from serving_contract.preprocessing import DEFAULT_MODE
 
 DEFAULT_ROUTE = "imageclassifier"
-DEFAULT_MODEL_NAME = "ImageClassifier"
-DEFAULT_SIGNATURE = "serving_uint8"
+DEFAULT_SIGNATURE = SERVING_UINT8
 DEFAULT_INPUT_SIZE = (299, 299)
-DEFAULT_PREPROCESSING = "tf"
+DEFAULT_PREPROCESSING = DEFAULT_MODE
 DEFAULT_INTERPOLATION = "nearest"
 DEFAULT_TOP_K = 5
-BYTES_INPUT_NAME = "pixels_bytes"
-FLOAT_INPUT_NAME = "image"
+BYTES_INPUT_NAME = INPUT_PIXELS_BYTES
+FLOAT_INPUT_NAME = INPUT_IMAGE
 # The exporter's signatures (scripts/export_saved_model.py) -> (input_format, input_name) defaults.
 KNOWN_SIGNATURES = {
-    "serving_uint8": (RAW_UINT8_B64, BYTES_INPUT_NAME),
-    "serving_bytes": (RAW_FLOAT32_B64, BYTES_INPUT_NAME),
-    "serving_default": (JSON_FLOATS, FLOAT_INPUT_NAME),
+    SERVING_UINT8: (RAW_UINT8_B64, BYTES_INPUT_NAME),
+    SERVING_BYTES: (RAW_FLOAT32_B64, BYTES_INPUT_NAME),
+    SERVING_DEFAULT: (JSON_FLOATS, FLOAT_INPUT_NAME),
 }
 # Other signatures whose name ends in this take raw float32 bytes; the rest take float JSON.
 BYTES_SUFFIX = "_bytes"
@@ -255,7 +257,7 @@ class ServedModel:
 
     def warning(self, version: int) -> str | None:
         """The untrained-weights warning if the version's export_info says so."""
-        return UNTRAINED_WARNING if self.export_info(version).get("weights") == "untrained" else None
+        return UNTRAINED_WARNING if is_untrained(self.export_info(version)) else None
 
     def export_info(self, version: int) -> dict[str, Any]:
         """The version's export_info, or {} when the model server has none or cannot give it now:

@@ -36,11 +36,12 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from serving_contract.preprocessing import CAFFE_MEAN_BGR, MODES, TORCH_MEAN, TORCH_STD, check_mode
+
 # Formats a browser or phone uploads. Camera multi-picture JPEGs open through the JPEG plugin
 # (Pillow then reports their format as "MPO").
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 DEFAULT_MAX_PIXELS = 40_000_000
-MODES = ("tf", "caffe", "torch", "none")
 # keras.src.utils.image_utils.PIL_INTERPOLATION_METHODS
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -50,10 +51,6 @@ INTERPOLATIONS = {
     "box": Image.Resampling.BOX,
     "lanczos": Image.Resampling.LANCZOS,
 }
-# keras.src.applications.imagenet_utils._preprocess_numpy_input
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-TORCH_MEAN = (0.485, 0.456, 0.406)
-TORCH_STD = (0.229, 0.224, 0.225)
 _EXIF_ORIENTATION = 0x0112
 _ORIENTATIONS_SWAPPING_AXES = (5, 6, 7, 8)
 
@@ -177,12 +174,6 @@ def load_and_preprocess(data: bytes, size: tuple[int, int], mode: str = "tf", in
     """
     check_mode(mode)
     return scale(load_pixels(data, size, interpolation, max_pixels, draft), mode)
-
-
-def check_mode(mode: str) -> None:
-    """ValueError unless ``mode`` is one of ``MODES``."""
-    if mode not in MODES:
-        raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {', '.join(MODES)}")
 
 
 def _open(data: bytes) -> Image.Image:

@@ -13,10 +13,6 @@ import orjson
 # Key of the error message in every JSON error response body.
 kErrorResponseKey = "error"
 
-# Same limit as TF Serving's kMaxJsonDebugStringBytes: offending JSON fragments
-# quoted in messages are cut off once the rendering reaches this many characters.
-kMaxJsonDebugStringBytes = 256
-
 # Canonical code -> HTTP status, as http_server.cc ToHTTPStatusCode.
 HTTP_STATUS_BY_CODE: dict[str, int] = {
     "CANCELLED": 499,  # nginx's "client closed request"
@@ -178,74 +174,3 @@ def error_json(message: str) -> bytes:
         safe = message.encode("utf-8", "backslashreplace").decode("utf-8")
         return orjson.dumps({kErrorResponseKey: safe})
 
-
-def format_value(value: object, limit: int = kMaxJsonDebugStringBytes) -> str:
-    """Render a parsed JSON value for an error message, as TF Serving quotes it.
-
-    Follows rapidjson's PrettyWriter with single-line arrays (objects across lines,
-    four-space indent) and, like TF Serving, stops emitting tokens once the output
-    has reached ``limit`` characters, so the text may be cut mid-structure.
-    """
-    out: list[str] = []
-    size = 0
-
-    def emit(token: str) -> bool:
-        nonlocal size
-        if size >= limit:
-            return False
-        out.append(token)
-        size += len(token)
-        return True
-
-    def render(val: object, indent: int) -> bool:
-        if isinstance(val, dict):
-            if not emit("{"):
-                return False
-            if not val:
-                return emit("}")
-            pad = " " * (4 * (indent + 1))
-            for i, (key, item) in enumerate(val.items()):
-                sep = ",\n" if i else "\n"
-                if not emit(sep + pad + _json_string(str(key)) + ": "):
-                    return False
-                if not render(item, indent + 1):
-                    return False
-            return emit("\n" + " " * (4 * indent) + "}")
-        if isinstance(val, list):
-            if not emit("["):
-                return False
-            for i, item in enumerate(val):
-                if i and not emit(", "):
-                    return False
-                if not render(item, indent):
-                    return False
-            return emit("]")
-        return emit(_scalar_to_json(val))
-
-    render(value, 0)
-    return "".join(out)
-
-
-def _json_string(text: str) -> str:
-    try:
-        return orjson.dumps(text).decode("utf-8")
-    except TypeError:
-        return orjson.dumps(text.encode("utf-8", "backslashreplace").decode()).decode()
-
-
-def _scalar_to_json(val: object) -> str:
-    if val is None:
-        return "null"
-    if val is True:
-        return "true"
-    if val is False:
-        return "false"
-    if isinstance(val, float):
-        if val != val:
-            return "NaN"
-        if val in (float("inf"), float("-inf")):
-            return "Infinity" if val > 0 else "-Infinity"
-        return repr(val)
-    if isinstance(val, str):
-        return _json_string(val)
-    return str(val)

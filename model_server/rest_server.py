@@ -20,11 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import orjson
 
-from model_server import codec, routing
+from model_server import routing
 from model_server.errors import (DeadlineExceeded, InvalidArgument, NotFound, ServingError, error_body,
                                  error_json)
-from model_server.examples import build_examples
+from model_server.example_codec import (build_examples, make_classify_response, make_regress_response,
+                                        parse_example_body)
 from model_server.monitoring import Metrics
+from model_server.predict_codec import make_predict_response, parse_predict_body, request_to_tensors
 from model_server.repository import ModelRepository, ServableHandle
 from model_server.servable import CLASSIFY_CLASSES_KEY, CLASSIFY_SCORES_KEY, EXAMPLES_INPUT_KEY, REGRESS_OUTPUTS_KEY
 
@@ -93,17 +95,17 @@ class RestApi:
 
     def _predict(self, request: routing.ModelRequest, body: bytes, started: float,
                  response: ApiResponse) -> bytes:
-        parsed = codec.parse_predict_body(body)
+        parsed = parse_predict_body(body)
         with self._repository.acquire(request.name, request.version, request.label) as handle:
             response.version = str(handle.version)
             signature = handle.servable.predict_signature(parsed.signature_name)
-            tensors = codec.request_to_tensors(parsed, signature.inputs)
+            tensors = request_to_tensors(parsed, signature.inputs)
             outputs = self._run(handle, signature.name, tensors, started)
-        return codec.make_predict_response(outputs, parsed.format)
+        return make_predict_response(outputs, parsed.format)
 
     def _classify_or_regress(self, request: routing.ModelRequest, body: bytes, started: float,
                              response: ApiResponse) -> bytes:
-        signature_name, context, examples = codec.parse_example_body(body, request.verb)
+        signature_name, context, examples = parse_example_body(body, request.verb)
         with self._repository.acquire(request.name, request.version, request.label) as handle:
             response.version = str(handle.version)
             signature = handle.servable.example_signature(signature_name, request.verb)
@@ -111,9 +113,9 @@ class RestApi:
             tensors = {EXAMPLES_INPUT_KEY: np.array(serialized, dtype=object)}
             outputs = self._run(handle, signature.name, tensors, started)
         if request.verb == routing.VERB_CLASSIFY:
-            return codec.make_classify_response(outputs.get(CLASSIFY_CLASSES_KEY), outputs.get(CLASSIFY_SCORES_KEY),
-                                                len(serialized))
-        return codec.make_regress_response(outputs[REGRESS_OUTPUTS_KEY], len(serialized))
+            return make_classify_response(outputs.get(CLASSIFY_CLASSES_KEY), outputs.get(CLASSIFY_SCORES_KEY),
+                                          len(serialized))
+        return make_regress_response(outputs[REGRESS_OUTPUTS_KEY], len(serialized))
 
     def _run(self, handle: ServableHandle, signature: str, tensors: dict[str, np.ndarray],
              started: float) -> dict[str, np.ndarray]:

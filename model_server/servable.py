@@ -18,7 +18,6 @@ where TensorFlow exceptions become ``ServingError``s (see ``translate_tf_errors`
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -30,13 +29,15 @@ from typing import Any
 import numpy as np
 
 from model_server import errors, warmup
-from model_server.codec import TensorSpec
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError
 from model_server.routing import VERB_PREDICT
+from model_server.tensor_types import TensorSpec
+from serving_contract.export import SERVING_DEFAULT, is_untrained, read_export_info
+from serving_contract.versions import SAVED_MODEL_FILENAMES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = SERVING_DEFAULT
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -44,8 +45,6 @@ EXAMPLES_INPUT_KEY = "inputs"          # classify and regress signatures take se
 CLASSIFY_CLASSES_KEY = "classes"
 CLASSIFY_SCORES_KEY = "scores"
 REGRESS_OUTPUTS_KEY = "outputs"
-EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
-UNTRAINED_WEIGHTS = "untrained"
 # A TF2 export's init op is stored as a SignatureDef; it is run at load, never served.
 INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 # Canonical status code numbers (tf.errors.OpError.error_code) by name.
@@ -102,7 +101,7 @@ def read_meta_graph(path: Path, tags: set[str]):
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel()
-    binary, text = path / "saved_model.pb", path / "saved_model.pbtxt"
+    binary, text = (path / name for name in SAVED_MODEL_FILENAMES)
     if binary.is_file():
         try:
             saved_model.ParseFromString(binary.read_bytes())
@@ -281,19 +280,6 @@ def session_config(intra_op_threads: int = 0, inter_op_threads: int = 0):
                                   inter_op_parallelism_threads=inter_op_threads)
 
 
-def read_export_info(path: Path) -> dict | None:
-    """``assets.extra/export_info.json`` written by our exporter, or None if absent or unreadable."""
-    info_path = path / EXPORT_INFO_PATH
-    if not info_path.is_file():
-        return None
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("Ignoring unreadable %s: %s", info_path, exc)
-        return None
-    return info if isinstance(info, dict) else None
-
-
 def load_servable(name: str, version: int, path: Path, tags: tuple[str, ...] = ("serve",),
                   warm_up: bool = True, config: Any = None) -> Servable:
     """Load one version into its own Session, then (``warm_up``) replay its warm-up requests.
@@ -320,7 +306,7 @@ def load_servable(name: str, version: int, path: Path, tags: tuple[str, ...] = (
     except BaseException:
         session.close()
         raise
-    if export_info and export_info.get("weights") == UNTRAINED_WEIGHTS:
+    if is_untrained(export_info):
         log.warning("\n%s\n!! Model %s version %d has UNTRAINED weights: its predictions are meaningless.\n%s",
                     "!" * 78, name, version, "!" * 78)
     if warm_up:

@@ -24,36 +24,14 @@ from model_server.config import ModelConfig, VersionPolicy
 from model_server.errors import ServingError
 from model_server.repository import (STATE_AVAILABLE, STATE_END, STATE_LOADING, STATE_UNLOADING,
                                      ModelRepository)
+from serving_contract.versions import version_dirs
 
 log = logging.getLogger(__name__)
-
-SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
 
 _SETTLE_CHECK_INTERVAL_S = 0.05
 
 LoadFn = Callable[[str, int, Path], Any]
 UnloadFn = Callable[[Any], None]
-
-
-def version_dirs(base_path: str | Path) -> dict[int, Path]:
-    """Numeric children of ``base_path`` that hold a SavedModel file, by version number.
-
-    Non-numeric names (``.export-3-x``, ``tmp``) are skipped like the real source does. A numeric
-    directory without ``saved_model.pb`` yet is treated as still being copied and skipped too
-    (the real server would try, fail and retry it).
-    """
-    found: dict[int, Path] = {}
-    for child in Path(base_path).iterdir():
-        if not (child.name.isascii() and child.name.isdigit()) or not child.is_dir():
-            continue
-        if not any((child / name).is_file() for name in SAVED_MODEL_FILENAMES):
-            continue
-        version = int(child.name)
-        if version in found:
-            log.warning("Duplicate version directories detected. Version %d will be loaded from %s, %s "
-                        "will be ignored.", version, child, found[version])
-        found[version] = child
-    return found
 
 
 def select_versions(available: Iterable[int], policy: VersionPolicy) -> set[int]:

@@ -27,10 +27,10 @@ import numpy as np
 
 from model_server.errors import DataLoss, InvalidArgument, Unimplemented
 from model_server.routing import VERB_CLASSIFY, VERB_PREDICT, VERB_REGRESS
+from serving_contract.export import WARMUP_REQUESTS_PATH
 
 log = logging.getLogger(__name__)
 
-WARMUP_REQUESTS_PATH = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # WarmupConsts::kMaxNumRecords
 _VERB_BY_METHOD = {"tensorflow/serving/classify": "classify", "tensorflow/serving/regress": "regress"}
 

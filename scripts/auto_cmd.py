@@ -39,9 +39,10 @@ from scripts.processes import (DEFAULT_POLL_WAIT_SECONDS, REPO_ROOT, STARTUP_TIM
                                StopRequested, gateway_command, gateway_env, model_server_command,
                                wait_for_http_ok, wait_for_model)
 from scripts.processes import GATEWAY_APP, GUNICORN_CONF  # noqa: F401 (tests/test_deploy.py reads them here)
+from serving_contract.export import DEFAULT_MODEL_NAME
+from serving_contract.versions import list_versions
 
 DEFAULT_MODEL_BASE_PATH = REPO_ROOT / "my_image_classifier"
-DEFAULT_MODEL_NAME = "ImageClassifier"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_REST_API_PORT = 9000
 DEFAULT_GATEWAY_PORT = 5000
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # progress must show up at once, even through a pipe
     base_path = args.model_base_path.resolve()
-    if not base_path.is_dir() or not any(p.name.isdigit() for p in base_path.iterdir()):
+    if not list_versions(base_path):
         print(f"error: no numeric model version under {base_path}; export one first "
               f"(make model, or scripts/export_saved_model.py --base-path {base_path})", file=sys.stderr)
         return 2

@@ -37,6 +37,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from serving_contract.export import UNTRAINED_WEIGHTS
+
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "inception.keras"
 MODEL_NAME = "inception_v3"
 INPUT_SIZE = (299, 299)
@@ -69,7 +71,7 @@ def weights_origin(weights: str) -> str:
     if weights == "imagenet":
         return "imagenet"
     if weights.lower() == "none":
-        return "untrained"
+        return UNTRAINED_WEIGHTS
     return str(Path(weights).expanduser().resolve())
 
 
@@ -79,17 +81,17 @@ def build_model(weights: str, log=print):
     if origin == "imagenet":
         if _cached_weights() is None and not _weights_host_reachable(WEIGHTS_URL, CONNECT_TIMEOUT):
             raise DownloadError(_offline_message())
-    elif origin != "untrained" and not Path(origin).is_file():
+    elif origin != UNTRAINED_WEIGHTS and not Path(origin).is_file():
         raise DownloadError(f"weights file {origin} not found")
 
     log("building InceptionV3 ...")
     import keras
 
-    if origin == "untrained":
+    if origin == UNTRAINED_WEIGHTS:
         keras.utils.set_random_seed(UNTRAINED_SEED)
     try:
         return keras.applications.InceptionV3(
-            weights=None if origin == "untrained" else origin, input_shape=(*INPUT_SIZE, 3))
+            weights=None if origin == UNTRAINED_WEIGHTS else origin, input_shape=(*INPUT_SIZE, 3))
     except Exception as exc:  # Keras' URL fetch failure, a wrong or truncated weights file
         if origin == "imagenet":
             raise DownloadError(f"downloading the ImageNet weights failed ({exc}).\n" + _alternatives()) from exc
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--output must end in .keras, got {args.output}")
 
     origin = weights_origin(args.weights)
-    if origin == "untrained":
+    if origin == UNTRAINED_WEIGHTS:
         print(UNTRAINED_WARNING, file=sys.stderr)
     started = time.monotonic()
     try:
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     save_model(model, args.output, origin)
     print(f"saved {args.output} ({args.output.stat().st_size / 1e6:.0f} MB, weights: {origin}) "
           f"in {time.monotonic() - started:.1f} s")
-    if origin == "untrained":
+    if origin == UNTRAINED_WEIGHTS:
         print(UNTRAINED_WARNING, file=sys.stderr)
     print(f"next: python scripts/export_saved_model.py --model {args.output}")
     return 0

@@ -41,38 +41,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask_server.preprocess import CAFFE_MEAN_BGR, MODES, TORCH_MEAN, TORCH_STD, check_mode
-from model_server.warmup import WARMUP_REQUESTS_PATH, predict_log, write_warmup_requests
+from model_server.warmup import predict_log, write_warmup_requests
+from serving_contract.export import (INPUT_IMAGE, INPUT_PIXELS_BYTES, OUTPUT_PROBABILITIES, SERVING_BYTES,
+                                     SERVING_DEFAULT, SERVING_UINT8, SIGNATURES, WARMUP_REQUESTS_PATH, is_untrained,
+                                     read_export_info, write_export_info)
+from serving_contract.preprocessing import (CAFFE_MEAN_BGR, DEFAULT_MODE, MODES, TORCH_MEAN, TORCH_STD,
+                                            check_mode)
+from serving_contract.versions import latest_version, next_version
 
-SERVING_DEFAULT = "serving_default"
-SERVING_BYTES = "serving_bytes"
-SERVING_UINT8 = "serving_uint8"
-#: What this exporter writes; an export of ours missing one of them was made by an older version.
-SIGNATURES = (SERVING_DEFAULT, SERVING_BYTES, SERVING_UINT8)
-INPUT_IMAGE = "image"
-INPUT_PIXELS_BYTES = "pixels_bytes"
-OUTPUT_PROBABILITIES = "probabilities"
-EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
-DEFAULT_PREPROCESSING = "tf"
+DEFAULT_PREPROCESSING = DEFAULT_MODE
 DEFAULT_MODEL = Path(__file__).resolve().parent / "inception.keras"
 DEFAULT_BASE_PATH = Path(__file__).resolve().parents[1] / "my_image_classifier"
 
 
 class ExportError(RuntimeError):
     """The export cannot go ahead (version exists, bad model); the message says what to do."""
-
-
-def existing_versions(base_path: Path) -> list[int]:
-    """Numeric version directories under ``base_path``, sorted (non-numeric names are ignored)."""
-    if not base_path.is_dir():
-        return []
-    return sorted(int(p.name) for p in base_path.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def next_version(base_path: Path) -> int:
-    """One more than the highest existing version, or 1."""
-    versions = existing_versions(base_path)
-    return versions[-1] + 1 if versions else 1
 
 
 def export_keras_model(model: Any, base_path: str | Path, version: int | None = None, force: bool = False,
@@ -155,8 +138,7 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
         log(f"[1/3] tracing signatures {', '.join(signatures)} for input {height}x{width}x{channels}")
         started = time.monotonic()
         tf.saved_model.save(module, str(staging), signatures=signatures)
-        (staging / EXPORT_INFO_PATH).parent.mkdir(parents=True, exist_ok=True)
-        (staging / EXPORT_INFO_PATH).write_text(json.dumps(export_info, indent=2) + "\n")
+        write_export_info(staging, export_info)
         write_warmup_requests(staging, warmup_logs(height, width, channels))
         log(f"[2/3] saved in {time.monotonic() - started:.1f} s, {_size_mb(staging):.1f} MB")
         if target.exists():
@@ -172,7 +154,7 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if info.get("weights") == "untrained":
+    if is_untrained(info):
         log(_UNTRAINED_WARNING)
     return target
 
@@ -235,11 +217,10 @@ def missing_signatures(version_dir: Path) -> list[str]:
 
     [] for a SavedModel without our export_info: someone else's model, which is not ours to replace.
     """
-    try:
-        info = json.loads((version_dir / EXPORT_INFO_PATH).read_text())
-    except (OSError, ValueError):
+    info = read_export_info(version_dir)
+    if info is None:
         return []
-    listed = info.get("signatures") if isinstance(info, dict) else None
+    listed = info.get("signatures")
     return [name for name in SIGNATURES if name not in (listed if isinstance(listed, dict) else {})]
 
 
@@ -247,18 +228,18 @@ def export_needed(base_path: Path) -> tuple[bool, str]:
     """Whether ``--if-needed`` should export, and why: no version yet, or the latest is one of ours made
     by an older exporter (without a signature the gateway calls, or without warm-up requests, which
     came with the fix that lets a Session load our exports)."""
-    versions = existing_versions(base_path)
-    if not versions:
+    latest = latest_version(base_path)
+    if latest is None:
         return True, f"no version under {base_path}"
-    missing = missing_signatures(base_path / str(versions[-1]))
+    missing = missing_signatures(base_path / str(latest))
     if missing:
-        return True, (f"version {versions[-1]} was exported without {', '.join(missing)} "
+        return True, (f"version {latest} was exported without {', '.join(missing)} "
                       f"(the gateway calls {SERVING_UINT8} by default)")
-    latest = base_path / str(versions[-1])
-    if (latest / EXPORT_INFO_PATH).is_file() and not (latest / WARMUP_REQUESTS_PATH).is_file():
-        return True, (f"version {versions[-1]} was exported by an older exporter, whose SavedModels a "
+    latest_dir = base_path / str(latest)
+    if read_export_info(latest_dir) is not None and not (latest_dir / WARMUP_REQUESTS_PATH).is_file():
+        return True, (f"version {latest} was exported by an older exporter, whose SavedModels a "
                       f"Session-based server (tensorflow_model_server, the model server) cannot run")
-    return False, f"version {versions[-1]} needs no new export"
+    return False, f"version {latest} needs no new export"
 
 
 def read_model_info(model_path: Path) -> dict:

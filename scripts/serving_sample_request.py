@@ -27,10 +27,12 @@ import json
 import sys
 from pathlib import Path
 
+from serving_contract.export import DEFAULT_MODEL_NAME, SERVING_BYTES, SERVING_DEFAULT, SERVING_UINT8
+
 DEFAULT_URL = "http://127.0.0.1:9000"
-DEFAULT_MODEL = "ImageClassifier"
-DEFAULT_SIGNATURE = "serving_uint8"
-SIGNATURES = ("serving_uint8", "serving_bytes", "serving_default")
+DEFAULT_MODEL = DEFAULT_MODEL_NAME
+DEFAULT_SIGNATURE = SERVING_UINT8
+SIGNATURES = (SERVING_UINT8, SERVING_BYTES, SERVING_DEFAULT)  # the --signature choices, default first
 TOP_K = 5
 SCORE_DECIMALS = 6
 CONNECT_TIMEOUT = 2.0

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 from scripts import export_saved_model as export
-from scripts.export_saved_model import (EXPORT_INFO_PATH, ExportError, export_keras_model, existing_versions,
-                                        next_version)
-from flask_server.preprocess import MODES, scale
+from scripts.export_saved_model import ExportError, export_keras_model
+from flask_server.preprocess import scale
+from serving_contract.export import (EXPORT_INFO_PATH, INPUT_IMAGE, INPUT_PIXELS_BYTES, OUTPUT_PROBABILITIES,
+                                     SERVING_BYTES, SERVING_DEFAULT, SERVING_UINT8, SIGNATURES, UNTRAINED_WEIGHTS)
+from serving_contract.preprocessing import MODES
+from serving_contract.versions import is_version_name, list_versions
 from tests.support.tiny_models import build_tiny_classifier, export_tiny_classifier
 
 QUIET = {"log": lambda _msg: None}
@@ -28,25 +31,26 @@ def exported(tmp_path_factory):
     """One tiny export shared by the read-only checks: (model, version directory)."""
     base = tmp_path_factory.mktemp("exported")
     model = build_tiny_classifier((32, 32), classes=10, seed=1)
-    target = export_keras_model(model, base, info={"model": model.name, "weights": "untrained",
+    target = export_keras_model(model, base, info={"model": model.name, "weights": UNTRAINED_WEIGHTS,
                                                    "preprocessing": "tf"}, **QUIET)
     return model, target
 
 
-def test_version_numbering(tmp_path):
-    assert existing_versions(tmp_path / "missing") == [] and next_version(tmp_path / "missing") == 1
-    for name in ("1", "3", "foo", ".export-4-abc", "0010x"):
+def test_next_version_skips_folders_that_are_not_versions(tmp_path):
+    # test that names int() refuses or that are no versions neither crash the exporter nor get numbers
+    for name in ("²", "foo", ".export-4-abc", "0010x"):
         (tmp_path / name).mkdir()
     (tmp_path / "7").write_text("a file, not a version")
-    assert existing_versions(tmp_path) == [1, 3]
-    assert next_version(tmp_path) == 4
+    (tmp_path / "3").mkdir()  # still being copied: no saved_model.pb, but its number is taken
+    assert export_tiny_classifier(tmp_path) == tmp_path.resolve() / "4"
+    assert list_versions(tmp_path) == [4]
 
 
 def test_exports_next_version_then_explicit_version(tmp_path):
     assert export_tiny_classifier(tmp_path) == tmp_path.resolve() / "1"
     assert export_tiny_classifier(tmp_path) == tmp_path.resolve() / "2"
     assert export_tiny_classifier(tmp_path, version=10) == tmp_path.resolve() / "10"
-    assert existing_versions(tmp_path) == [1, 2, 10]
+    assert list_versions(tmp_path) == [1, 2, 10]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -57,7 +61,7 @@ def test_existing_version_refused_without_force_and_replaced_with_it(tmp_path, t
     assert json.loads((target / EXPORT_INFO_PATH).read_text())["weights"] == "first"
     export_keras_model(tiny, tmp_path, 1, force=True, info={"weights": "second"}, **QUIET)
     assert json.loads((target / EXPORT_INFO_PATH).read_text())["weights"] == "second"
-    assert existing_versions(tmp_path) == [1]
+    assert list_versions(tmp_path) == [1]
 
 
 def test_negative_version_and_unfixed_input_refused(tmp_path, tiny):
@@ -86,7 +90,7 @@ def test_staging_is_hidden_and_removed_on_failure(tmp_path, tiny, monkeypatch):
         export_keras_model(tiny, tmp_path, **QUIET)
     [staging] = seen
     assert staging.parent == tmp_path.resolve() and staging.name.startswith(".")
-    assert not staging.name.isdigit()  # a poller that lists numeric names never sees it
+    assert not is_version_name(staging.name)  # a poller never takes it for a version
     assert list(tmp_path.iterdir()) == []
 
 
@@ -95,24 +99,24 @@ def test_signatures_agree_with_each_other_and_keras(exported):
 
     model, target = exported
     loaded = tf.saved_model.load(str(target))
-    assert set(loaded.signatures) == {"serving_default", "serving_bytes", "serving_uint8"}
-    default, raw = loaded.signatures["serving_default"], loaded.signatures["serving_bytes"]
-    uint8 = loaded.signatures["serving_uint8"]
-    assert list(default.structured_input_signature[1]) == ["image"]
-    assert default.structured_input_signature[1]["image"].shape.as_list() == [None, 32, 32, 3]
+    assert set(loaded.signatures) == set(SIGNATURES)
+    default, raw = loaded.signatures[SERVING_DEFAULT], loaded.signatures[SERVING_BYTES]
+    uint8 = loaded.signatures[SERVING_UINT8]
+    assert list(default.structured_input_signature[1]) == [INPUT_IMAGE]
+    assert default.structured_input_signature[1][INPUT_IMAGE].shape.as_list() == [None, 32, 32, 3]
     for signature in (raw, uint8):
-        assert list(signature.structured_input_signature[1]) == ["pixels_bytes"]
-        assert signature.structured_input_signature[1]["pixels_bytes"].dtype == tf.string
-        assert list(signature.structured_outputs) == ["probabilities"]
-    assert list(default.structured_outputs) == ["probabilities"]
+        assert list(signature.structured_input_signature[1]) == [INPUT_PIXELS_BYTES]
+        assert signature.structured_input_signature[1][INPUT_PIXELS_BYTES].dtype == tf.string
+        assert list(signature.structured_outputs) == [OUTPUT_PROBABILITIES]
+    assert list(default.structured_outputs) == [OUTPUT_PROBABILITIES]
 
     pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     images = scale(pixels, "tf")
-    from_floats = default(image=tf.constant(images))["probabilities"].numpy()
-    from_bytes = raw(pixels_bytes=tf.constant([image.astype("<f4").tobytes() for image in images]))
-    np.testing.assert_array_equal(from_floats, from_bytes["probabilities"].numpy())
-    from_uint8 = uint8(pixels_bytes=tf.constant([image.tobytes() for image in pixels]))
-    np.testing.assert_allclose(from_uint8["probabilities"].numpy(), from_floats, rtol=0, atol=1e-6)
+    from_floats = default(**{INPUT_IMAGE: tf.constant(images)})[OUTPUT_PROBABILITIES].numpy()
+    from_bytes = raw(**{INPUT_PIXELS_BYTES: tf.constant([image.astype("<f4").tobytes() for image in images])})
+    np.testing.assert_array_equal(from_floats, from_bytes[OUTPUT_PROBABILITIES].numpy())
+    from_uint8 = uint8(**{INPUT_PIXELS_BYTES: tf.constant([image.tobytes() for image in pixels])})
+    np.testing.assert_allclose(from_uint8[OUTPUT_PROBABILITIES].numpy(), from_floats, rtol=0, atol=1e-6)
     np.testing.assert_allclose(from_floats, model.predict(images, verbose=0), atol=1e-6)
     assert from_floats.shape == (3, 10)
 
@@ -131,8 +135,8 @@ def test_uint8_signature_scales_like_keras_and_the_gateway(tmp_path, mode):
     assert json.loads((target / EXPORT_INFO_PATH).read_text())["preprocessing"] == mode
     pixels = np.random.default_rng(1).integers(0, 256, (4, 5, 7, 3), dtype=np.uint8)
     pixels[0, 0, 0], pixels[0, 0, 1] = (0, 127, 255), (255, 128, 1)
-    signature = tf.saved_model.load(str(target)).signatures["serving_uint8"]
-    seen = signature(pixels_bytes=tf.constant([p.tobytes() for p in pixels]))["probabilities"].numpy()
+    signature = tf.saved_model.load(str(target)).signatures[SERVING_UINT8]
+    seen = signature(**{INPUT_PIXELS_BYTES: tf.constant([p.tobytes() for p in pixels])})[OUTPUT_PROBABILITIES].numpy()
     # TensorFlow's graph may compute x / c as x * (1 / c): last-bit differences, far inside 1e-5.
     np.testing.assert_allclose(seen, scale(pixels, mode).reshape(4, -1), rtol=0, atol=1e-6)
     keras_input = pixels.astype(np.float32)
@@ -144,22 +148,22 @@ def test_uint8_signature_scales_like_keras_and_the_gateway(tmp_path, mode):
 def test_unknown_preprocessing_mode_refused(tmp_path, tiny):
     with pytest.raises(ExportError, match="preprocessing mode 'lab'"):
         export_keras_model(tiny, tmp_path, info={"preprocessing": "lab"}, **QUIET)
-    assert existing_versions(tmp_path) == []
+    assert list_versions(tmp_path) == []
 
 
 def test_export_info(exported):
     model, target = exported
     info = json.loads((target / EXPORT_INFO_PATH).read_text())
-    assert info["weights"] == "untrained"
+    assert info["weights"] == UNTRAINED_WEIGHTS
     assert info["model"] == model.name and info["preprocessing"] == "tf"
     assert info["input_size"] == [32, 32] and info["channels"] == 3 and info["classes"] == 10
-    assert set(info["signatures"]) == {"serving_default", "serving_bytes", "serving_uint8"}
+    assert set(info["signatures"]) == set(SIGNATURES)
     assert time.strptime(info["exported_at"], "%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_untrained_warning_is_logged(tmp_path, tiny):
     lines = []
-    export_keras_model(tiny, tmp_path, info={"weights": "untrained"}, log=lines.append)
+    export_keras_model(tiny, tmp_path, info={"weights": UNTRAINED_WEIGHTS}, log=lines.append)
     assert "UNTRAINED" in lines[-1] and "meaningless" in lines[-1]
     lines.clear()
     export_keras_model(tiny, tmp_path, info={"weights": "imagenet"}, log=lines.append)
@@ -174,32 +178,32 @@ def test_if_needed_exports_when_there_is_no_version_or_the_latest_predates_a_sig
     tiny.save(model_path)
     base = tmp_path / "models"
     args = ["--model", str(model_path), "--base-path", str(base), "--if-needed"]
-    assert export.main(args) == 0 and existing_versions(base) == [1]
+    assert export.main(args) == 0 and list_versions(base) == [1]
     assert "exporting: no version under" in capsys.readouterr().out
     # Up to date: the real command answers without loading Keras or the model.
     done = subprocess.run([sys.executable, str(Path(export.__file__)), *args], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and "version 1 needs no new export" in done.stdout
-    assert existing_versions(base) == [1]
+    assert list_versions(base) == [1]
     # An export from before serving_uint8 existed: the next version is exported beside it.
     info_path = base / "1" / EXPORT_INFO_PATH
     info = json.loads(info_path.read_text())
-    del info["signatures"]["serving_uint8"]
+    del info["signatures"][SERVING_UINT8]
     info_path.write_text(json.dumps(info))
-    assert export.main(args) == 0 and existing_versions(base) == [1, 2]
+    assert export.main(args) == 0 and list_versions(base) == [1, 2]
     assert "version 1 was exported without serving_uint8" in capsys.readouterr().out
     # A SavedModel without our export_info is someone else's: it is not replaced.
     (base / "2" / EXPORT_INFO_PATH).unlink()
-    assert export.main(args) == 0 and existing_versions(base) == [1, 2]
+    assert export.main(args) == 0 and list_versions(base) == [1, 2]
 
 
 def test_command_line(tmp_path, tiny, capsys):
     model_path = tmp_path / "tiny.keras"
     tiny.save(model_path)
-    model_path.with_name("tiny.keras.json").write_text(json.dumps({"weights": "untrained", "model": "tiny"}))
+    model_path.with_name("tiny.keras.json").write_text(json.dumps({"weights": UNTRAINED_WEIGHTS, "model": "tiny"}))
     base = tmp_path / "models"
     assert export.main(["--model", str(model_path), "--base-path", str(base)]) == 0
-    assert json.loads((base / "1" / EXPORT_INFO_PATH).read_text())["weights"] == "untrained"
+    assert json.loads((base / "1" / EXPORT_INFO_PATH).read_text())["weights"] == UNTRAINED_WEIGHTS
     assert export.main(["--model", str(model_path), "--base-path", str(base), "--version", "1"]) == 1
     assert "--force" in capsys.readouterr().err
     assert export.main(["--model", str(model_path), "--base-path", str(base), "--version", "1", "--force"]) == 0
@@ -214,7 +218,7 @@ def test_inception_export_size_and_time(tmp_path, record_property):
     keras.utils.set_random_seed(0)
     model = keras.applications.InceptionV3(weights=None)
     started = time.monotonic()
-    target = export_keras_model(model, tmp_path, info={"model": model.name, "weights": "untrained"}, **QUIET)
+    target = export_keras_model(model, tmp_path, info={"model": model.name, "weights": UNTRAINED_WEIGHTS}, **QUIET)
     seconds = time.monotonic() - started
     size_mb = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 1e6
     record_property("export_seconds", round(seconds, 1))

@@ -18,6 +18,7 @@ import pytest
 from flask_server.labels import load_labels
 from flask_server.preprocess import load_and_preprocess
 from scripts.export_saved_model import export_keras_model
+from serving_contract.export import DEFAULT_MODEL_NAME, UNTRAINED_WEIGHTS
 from tests.support.processes import start_model_server
 
 pytestmark = pytest.mark.inception
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.inception
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "serving_sample_request.py"
 IMAGE = REPO / "test_images" / "chelsea.jpg"
-MODEL_NAME = "ImageClassifier"
+MODEL_NAME = DEFAULT_MODEL_NAME  # the sample script's default
 SEED = 0
 TOLERANCE = 1e-4
 
@@ -40,7 +41,7 @@ def served_inception(tmp_path_factory):
     keras.utils.set_random_seed(SEED)
     model = keras.applications.InceptionV3(weights=None)
     base = tmp_path_factory.mktemp("inception") / MODEL_NAME
-    export_keras_model(model, base, info={"model": model.name, "weights": "untrained", "preprocessing": "tf"},
+    export_keras_model(model, base, info={"model": model.name, "weights": UNTRAINED_WEIGHTS, "preprocessing": "tf"},
                        log=lambda _msg: None)
     with start_model_server(model_name=MODEL_NAME, model_base_path=base, timeout=180) as server:
         yield model, server

@@ -86,16 +86,13 @@ def test_one_connection_pool_per_model_server(tmp_path):
     assert registry.get("a").client is registry.get("b").client
 
 
-def test_defaults_name_what_the_exporter_writes():
-    # test that the gateway's default signature and input names are the exporter's: the gateway may
-    # not import the exporter at run time (its image has no TensorFlow), so the names live twice
+def test_every_exported_signature_has_gateway_defaults():
+    # test that a signature added to the export contract cannot go without an input format here
     from flask_server import models
-    from scripts import export_saved_model as export
+    from serving_contract import export
 
-    assert models.DEFAULT_SIGNATURE == export.SERVING_UINT8
-    assert set(models.KNOWN_SIGNATURES) == {export.SERVING_UINT8, export.SERVING_BYTES, export.SERVING_DEFAULT}
-    assert models.BYTES_INPUT_NAME == export.INPUT_PIXELS_BYTES
-    assert models.FLOAT_INPUT_NAME == export.INPUT_IMAGE
+    assert set(models.KNOWN_SIGNATURES) == set(export.SIGNATURES)
+    assert models.DEFAULT_SIGNATURE in export.SIGNATURES
     assert export.SERVING_BYTES.endswith(models.BYTES_SUFFIX)
 
 

@@ -150,22 +150,3 @@ def test_error_body():
     assert errors.error_body(errors.NotFound('Bad key: "key"')) == b'{"error":"Bad key: \\"key\\""}'
     # Lone surrogates cannot be UTF-8 encoded; the body must still be produced.
     assert b"error" in errors.error_body(errors.InvalidArgument("bad \udcff name"))
-
-
-@pytest.mark.parametrize(
-    "value, expected",
-    [
-        ([1, 2.5, "a", None, True, False], '[1, 2.5, "a", null, true, false]'),
-        ({"b64": "YQ=="}, '{\n    "b64": "YQ=="\n}'),
-        ({"a": {"b": [1]}}, '{\n    "a": {\n        "b": [1]\n    }\n}'),
-        ({}, "{}"),
-        ([float("nan"), float("inf"), float("-inf")], "[NaN, Infinity, -Infinity]"),
-    ],
-)
-def test_format_value(value, expected):
-    assert errors.format_value(value) == expected
-
-
-def test_format_value_truncates():
-    text = errors.format_value(list(range(1000)))
-    assert text.startswith("[0, 1, 2") and 256 <= len(text) < 270 and not text.endswith("]")

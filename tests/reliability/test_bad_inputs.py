@@ -99,7 +99,7 @@ def test_model_server_answers_bad_input_and_stays_healthy(stack, good_png, case)
         assert response.status_code == 200, response.text[:500]
         # Whether the NaN reaches the scores depends on the CPU's kernels (oneDNN's ReLU maps NaN to 0
         # with AVX-512), so only the answer's shape is checked; the bare NaN tokens TF Serving writes
-        # are covered by tests/model_server/test_codec.py. Python's json accepts them either way.
+        # are covered by tests/model_server/test_predict_codec.py. Python's json accepts them either way.
         predictions = json.loads(response.content)["predictions"]
         assert len(predictions) == 1 and len(predictions[0]) == 10
     else:

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from flask_server.app import create_app
 from flask_server.preprocess import ImageDecodeError, decode_image, load_and_preprocess
-from model_server import codec, routing
-from model_server.codec import TensorSpec
+from model_server import predict_codec, routing
 from model_server.errors import ServingError
+from model_server.tensor_types import TensorSpec
 from tests.reliability.conftest import (INPUT_SIZE, MODEL, PREDICT, assert_healthy, gateway_env, image_bytes,
                                         write_gateway_models)
 from tests.reliability.corpus import GOOD, JPEG, PNG, animated_gif
@@ -166,8 +166,8 @@ predict_bodies = (st.binary(max_size=200)
 @example(body=b'{"instances": [123456789012345678901234567890]}', signature="mixed")
 def test_codec_raises_only_serving_errors(body, signature):
     try:
-        request = codec.parse_predict_body(body)
-        tensors = codec.request_to_tensors(request, SIGNATURE_INPUTS[signature])
+        request = predict_codec.parse_predict_body(body)
+        tensors = predict_codec.request_to_tensors(request, SIGNATURE_INPUTS[signature])
     except ServingError:
         return
     assert all(isinstance(t, np.ndarray) for t in tensors.values())

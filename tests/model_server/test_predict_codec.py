@@ -1,4 +1,4 @@
-"""Codec tests, re-expressing json_tensor_test.cc (plus the error paths it implies)."""
+"""Predict codec tests, re-expressing json_tensor_test.cc (plus the error paths it implies)."""
 
 import base64
 
@@ -6,17 +6,10 @@ import numpy as np
 import orjson
 import pytest
 
-from model_server import codec, errors
-from model_server.codec import (
-    PredictRequest,
-    TensorSpec,
-    make_classify_response,
-    make_predict_response,
-    make_regress_response,
-    parse_example_body,
-    parse_predict_body,
-    request_to_tensors,
-)
+from model_server import errors
+from model_server.predict_codec import PredictRequest, make_predict_response, parse_predict_body, request_to_tensors
+from model_server.tensor_types import TensorSpec
+from tests.support.serving_errors import error_message
 
 F32 = {"default": TensorSpec("DT_FLOAT", None)}
 I32 = {"default": TensorSpec("DT_INT32", None)}
@@ -28,32 +21,14 @@ def convert(body, specs):
     return request_to_tensors(parse_predict_body(body if isinstance(body, bytes) else body.encode()), specs)
 
 
-def raises(fn, *args, cls=errors.InvalidArgument):
-    with pytest.raises(errors.ServingError) as info:
-        fn(*args)
-    assert type(info.value) is cls
-    return str(info.value)
-
-
 # ------------------------------------------------------------- parse_predict_body
 
 
 @pytest.mark.parametrize(
     "body, message",
     [
-        (b"", "JSON Parse error: The document is empty"),
-        (b"   ", "JSON Parse error: The document is empty. at offset: 3"),
-        (b'{"instances": [1,}', "JSON Parse error: Invalid value."),
-        (b'{"instances": [1 2]}', "Missing a comma or ']' after an array element."),
-        (b'{"a": 1 "b": 2}', "Missing a comma or '}' after an object member."),
-        (b'{"a" 1}', "Missing a colon after a name of object member."),
-        (b"{1: 2}", "Missing a name for object member."),
-        (b'{"a": "x', "Missing a closing quotation mark in string."),
-        (b'{"a": "\\q"}', "Invalid escape character in string."),
-        (b'{"a": "\\u12g4"}', "Incorrect hex digit after \\u escape in string."),
-        (b'{"a": "\x01"}', "Invalid encoding in string."),
+        # Malformed JSON is json_text's (test_json_text.py); one case shows it reaches the caller.
         (b"[1, 2]", "JSON Value: [1, 2] Is not object"),
-        (b'"s"', 'JSON Value: "s" Is not object'),
         (b'{"signature_name": 5, "instances": [[1,2],[3,4],[5,6,7]]}', "'signature_name' key must be a string value."),
         (b'{"instances": [[1,2]], "inputs": [[1,2]]}', "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"),
         (b'{"instances": 5}', "Expecting 'instances' to be an list/array"),
@@ -63,19 +38,12 @@ def raises(fn, *args, cls=errors.InvalidArgument):
     ],
 )
 def test_parse_predict_body_errors(body, message):
-    assert message in raises(parse_predict_body, body)
+    assert message in error_message(parse_predict_body, body)
 
 
 def test_parse_predict_body_formats():
     assert parse_predict_body(b'{"instances": [1]}') == PredictRequest("", "row", [1])
     assert parse_predict_body(b'{"signature_name": "s", "inputs": {"a": 1}}') == PredictRequest("s", "columnar", {"a": 1})
-    # rapidjson stops when the document is done (kParseStopWhenDoneFlag).
-    assert parse_predict_body(b'{"instances": [[1,2],[3,4],[5,6]]}X').raw == [[1, 2], [3, 4], [5, 6]]
-
-
-def test_signature_error_quotes_document():
-    message = raises(parse_predict_body, b'{"signature_name": [1], "instances": [1]}')
-    assert message.startswith('JSON Value: {\n    "signature_name": [1],')
 
 
 def test_nan_and_infinity_tokens():
@@ -144,7 +112,7 @@ def test_dtypes(dtype, values, np_dtype, expected):
 )
 def test_columnar_value_errors(dtype, value, message):
     body = '{"inputs": [%s]}' % value
-    assert message in raises(convert, body, {"x": TensorSpec(dtype, None)})
+    assert message in error_message(convert, body, {"x": TensorSpec(dtype, None)})
 
 
 @pytest.mark.parametrize("b64", ["YQ", "YQ=", "YQ=="])
@@ -152,38 +120,10 @@ def test_base64_padding_optional(b64):
     assert convert('{"inputs": {"b64": "%s"}}' % b64, STR)["default"].tolist() == b"a"
 
 
-_B64_CASES = ["", "YQ", "YQ=", "YQ==", "QUJD", "QUJD==", "QUJDRA", "Y", "Y=Q=", "!!!!", "YQ==YQ==", "Y Q=",
-              "YQ\n", "=YQ=", "YQ-_", "aé==", base64.b64encode(bytes(range(256)) * 40).decode()]
-
-
-def _decode_or_error(b64: str) -> bytes | str:
-    try:
-        return codec.decode_base64_object({"b64": b64})
-    except errors.InvalidArgument as exc:
-        return str(exc)
-
-
-@pytest.mark.parametrize("b64", _B64_CASES)
-def test_base64_accelerator_never_changes_answers(monkeypatch, b64):
-    """The optional SIMD decoder (pybase64) must answer exactly as binascii alone, errors included."""
-    monkeypatch.setattr(codec, "_simd_b64decode", None)
-    expected = _decode_or_error(b64)
-
-    def always_refuses(text, validate):
-        raise ValueError("stricter than binascii")
-
-    # A decoder that refuses must fall back to binascii, not turn valid input into an error.
-    monkeypatch.setattr(codec, "_simd_b64decode", always_refuses)
-    assert _decode_or_error(b64) == expected
-    pybase64 = pytest.importorskip("pybase64")
-    monkeypatch.setattr(codec, "_simd_b64decode", pybase64.b64decode)
-    assert _decode_or_error(b64) == expected
-
-
 @pytest.mark.parametrize("dtype", ["DT_HALF", "DT_UINT16", "DT_COMPLEX64", "DT_BFLOAT16", "DT_RESOURCE"])
 def test_dtypes_json_cannot_express(dtype):
     specs = {"x": TensorSpec(dtype, None)}
-    message = raises(convert, '{"inputs": [1.5]}', specs, cls=errors.Unimplemented)
+    message = error_message(convert, '{"inputs": [1.5]}', specs, cls=errors.Unimplemented)
     assert message == f"Conversion of JSON Value: 1.5 to type: {dtype[3:].lower()}"
     assert convert('{"inputs": []}', specs)["x"].shape == (0,)
 
@@ -203,11 +143,11 @@ def test_dtypes_json_cannot_express(dtype):
     ],
 )
 def test_row_single_input_errors(instances, message):
-    assert message in raises(convert, '{"instances": %s}' % instances, I32)
+    assert message in error_message(convert, '{"instances": %s}' % instances, I32)
 
 
 def test_row_unsupported_dtype_is_wrapped_as_invalid_argument():
-    message = raises(convert, '{"instances": [1]}', {"x": TensorSpec("DT_HALF", None)})
+    message = error_message(convert, '{"instances": [1]}', {"x": TensorSpec("DT_HALF", None)})
     assert "Error: UNIMPLEMENTED: Conversion of JSON Value: 1 to type: half" in message
 
 
@@ -264,13 +204,13 @@ def test_row_multiple_named_inputs():
     ],
 )
 def test_row_multiple_named_errors(instances, message):
-    assert message in raises(convert, '{"instances": %s}' % instances, MULTI)
+    assert message in error_message(convert, '{"instances": %s}' % instances, MULTI)
 
 
 def test_row_plain_list_after_object_single_input():
-    message = raises(convert, '{"instances": [{"default": ["baz", "bar"]}, ["baz", "bat"]]}', STR)
+    message = error_message(convert, '{"instances": [{"default": ["baz", "bar"]}, ["baz", "bat"]]}', STR)
     assert "Expecting object but got list at item 1" in message
-    message = raises(convert, '{"instances": [["baz", "bar"], {"default": ["baz", "bat"]}]}', STR)
+    message = error_message(convert, '{"instances": [["baz", "bar"], {"default": ["baz", "bat"]}]}', STR)
     assert "Expecting value/list but got object at item 1" in message
 
 
@@ -298,14 +238,14 @@ def test_columnar_multiple_inputs_ignores_extra_keys():
     ],
 )
 def test_columnar_errors(inputs, specs, message):
-    assert message in raises(convert, '{"inputs": %s}' % inputs, specs)
+    assert message in error_message(convert, '{"inputs": %s}' % inputs, specs)
 
 
 def test_empty_signature_inputs():
     req = PredictRequest("", "row", [1])
-    assert raises(request_to_tensors, req, {}) == "Failed to get input map for signature: DEFAULT"
+    assert error_message(request_to_tensors, req, {}) == "Failed to get input map for signature: DEFAULT"
     req = PredictRequest("sig", "row", [1])
-    assert raises(request_to_tensors, req, {}) == "Failed to get input map for signature: sig"
+    assert error_message(request_to_tensors, req, {}) == "Failed to get input map for signature: sig"
 
 
 def test_invalid_utf8_string_passes_through():
@@ -315,7 +255,7 @@ def test_invalid_utf8_string_passes_through():
 
 def test_error_value_is_truncated():
     big = ["x" * 100] * 10
-    message = raises(convert, orjson.dumps({"inputs": [big, 1]}), STR)
+    message = error_message(convert, orjson.dumps({"inputs": [big, 1]}), STR)
     assert len(message) < 400
 
 
@@ -411,92 +351,8 @@ def test_zero_batch():
     ],
 )
 def test_make_predict_response_errors(outputs, fmt, message):
-    assert message in raises(make_predict_response, outputs, fmt)
+    assert message in error_message(make_predict_response, outputs, fmt)
 
 
 def test_empty_unsupported_output_is_fine():
     assert make_predict_response({"x": np.zeros((0,), np.float16)}, "columnar") == b'{"outputs":[]}'
-
-
-# ------------------------------------------------------------- classify / regress
-
-
-def test_parse_example_body():
-    body = b"""{"signature_name": "sig", "context": {"lang": "en"},
-               "examples": [{"x": [1, 2]}, {"x": 3.5, "b": {"b64": "YQ=="}}]}"""
-    assert parse_example_body(body, "classify") == ("sig", {"lang": "en"}, [{"x": [1, 2]}, {"x": 3.5, "b": {"b64": "YQ=="}}])
-    assert parse_example_body(b'{"examples": [{}]}', "regress") == ("", None, [{}])
-
-
-@pytest.mark.parametrize(
-    "body, message",
-    [
-        (b"", "The document is empty"),
-        (b"[]", "Is not object"),
-        (b'{"signature_name": 1, "examples": [{}]}', "'signature_name' key must be a string"),
-        (b'{"context": [1], "examples": [{}]}', "Example must be JSON object but got JSON Array"),
-        (b'{"context": {"a": null}}', "Feature: a has element with unexpected JSON type: Null"),
-        (b'{"signature_name": "s"}', "When method is classify, key 'examples' is expected and was not found"),
-        (b'{"examples": {}}', "Expecting 'examples' value to be an list/array"),
-        (b'{"examples": []}', "'examples' value is an empty array"),
-        (b'{"examples": [1]}', "Example must be JSON object but got JSON Number"),
-        (b'{"examples": [{"names": null}]}', "names has element with unexpected JSON type: Null"),
-        (b'{"examples": [{"names": [1, "a"]}]}', "Unexpected element type in feature: names expecting type: int64"),
-        (b'{"examples": [{"names": ["a", 1.5]}]}', "feature: names expecting type: bytes"),
-        (b'{"examples": [{"names": [1.5, true]}]}', "feature: names expecting type: float"),
-        (b'{"examples": [{"names": {"a": 1}}]}', "names has element with unexpected JSON type: Object"),
-        (b'{"examples": [{"names": [[1]]}]}', "names has element with unexpected JSON type: Array"),
-        (b'{"examples": [{"names": 18446744073709551615}]}', "Feature: names has uint64_t element. Only int64_t is supported."),
-        (b'{"examples": [{"names": {"b64": "#"}}]}', "Unable to base64 decode"),
-    ],
-)
-def test_parse_example_body_errors(body, message):
-    assert message in raises(parse_example_body, body, "regress")
-
-
-def test_classify_response():
-    classes = np.array([[b"cat", b"dog"], [b"x", b"y"]], dtype=object)
-    scores = np.array([[0.3, 0.7], [np.nan, 0.1]], dtype=np.float32)
-    assert make_classify_response(classes, scores) == (
-        b'{"results":[[["cat",0.3],["dog",0.7]],[["x",NaN],["y",0.1]]]}'
-    )
-    assert loads(make_classify_response(None, scores[:1])) == {"results": [[["", 0.3], ["", 0.7]]]}
-    assert loads(make_classify_response(classes[:1], None)) == {"results": [[["cat", 0.0], ["dog", 0.0]]]}
-
-
-@pytest.mark.parametrize(
-    "classes, scores, num_examples, message",
-    [
-        (None, None, None, 'at least one of "classes" or "scores"'),
-        (np.array([b"a"], object), None, None, "Expected Tensor shape: [batch_size num_classes] but got [1]"),
-        (np.array([[1]], np.int32), None, None, "Expected classes Tensor of DT_STRING. Got: DT_INT32"),
-        (None, np.array([[1.0]], np.float64), None, "Expected scores Tensor of DT_FLOAT. Got: DT_DOUBLE"),
-        (np.array([[b"a"]], object), None, 2, "Expected classes output batch size of 2. Got: 1"),
-        (None, np.zeros((1, 1, 1), np.float32), None, "Expected Tensor shape: [batch_size num_classes] but got [1,1,1]"),
-        (None, np.zeros((1, 2), np.float32), 3, "Expected scores output batch size of 3. Got: 1"),
-        (np.array([[b"a"]], object), np.zeros((1, 2), np.float32), None, "Tensors class and score should match in dim_size(1). Got 1 vs. 2"),
-        (None, np.zeros((0, 2), np.float32), None, "Cannot convert empty ClassificationResults to JSON"),
-    ],
-)
-def test_classify_response_errors(classes, scores, num_examples, message):
-    assert message in raises(make_classify_response, classes, scores, num_examples)
-
-
-def test_regress_response():
-    assert make_regress_response(np.array([0.2, 0.9, 1.0], np.float32)) == b'{"results":[0.2,0.9,1.0]}'
-    values = np.array([[0.2], [np.inf], [1.0], [-np.inf], [np.nan]], np.float32)
-    assert make_regress_response(values) == b'{"results":[0.2,Infinity,1.0,-Infinity,NaN]}'
-
-
-@pytest.mark.parametrize(
-    "values, num_examples, message",
-    [
-        (np.zeros((2, 2), np.float32), None, "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got [2,2]"),
-        (np.float32(1), None, "but got []"),
-        (np.zeros(2, np.float32), 3, "Input batch size did not match output batch size: 3 vs. 2"),
-        (np.zeros(2, np.float64), None, "Expected output Tensor of DT_FLOAT.  Got: DT_DOUBLE"),
-        (np.zeros(0, np.float32), None, "Cannot convert empty RegressionResults to JSON"),
-    ],
-)
-def test_regress_response_errors(values, num_examples, message):
-    assert message in raises(make_regress_response, values, num_examples)

@@ -1,16 +1,21 @@
-"""Example building: feature rules from json_tensor.cc, bytes checked against the proto schema.
+"""Classify/regress codec tests: bodies and feature rules from json_tensor.cc, Example bytes checked
+against the proto schema, results as classifier.cc / regressor.cc write them.
 
 The schema is declared here with descriptor_pb2 (field numbers of
 tensorflow/core/example/{feature,example}.proto) so the test never imports TensorFlow.
 """
 
+import json
 import math
 
+import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from model_server import errors
-from model_server.examples import build_examples
+from model_server.example_codec import (build_examples, make_classify_response, make_regress_response,
+                                        parse_example_body)
+from tests.support.serving_errors import error_message
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -57,6 +62,11 @@ def _example_class():
 Example = _example_class()
 
 
+def loads(data: bytes):
+    # Python's json accepts the NaN/Infinity tokens TF Serving writes.
+    return json.loads(data)
+
+
 def decode(data: bytes) -> dict:
     ex = Example.FromString(data)
     out = {}
@@ -64,6 +74,9 @@ def decode(data: bytes) -> dict:
         kind = feature.WhichOneof("kind")
         out[name] = (kind, list(getattr(feature, kind).value)) if kind else (None, [])
     return out
+
+
+# ------------------------------------------------------------------ Example protos
 
 
 @pytest.mark.parametrize(
@@ -129,3 +142,88 @@ def test_errors(context, example, message):
     with pytest.raises(errors.InvalidArgument) as info:
         build_examples(context, [example])
     assert message in str(info.value)
+
+
+
+# ------------------------------------------------------------- classify / regress
+
+
+def test_parse_example_body():
+    body = b"""{"signature_name": "sig", "context": {"lang": "en"},
+               "examples": [{"x": [1, 2]}, {"x": 3.5, "b": {"b64": "YQ=="}}]}"""
+    assert parse_example_body(body, "classify") == ("sig", {"lang": "en"}, [{"x": [1, 2]}, {"x": 3.5, "b": {"b64": "YQ=="}}])
+    assert parse_example_body(b'{"examples": [{}]}', "regress") == ("", None, [{}])
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"", "The document is empty"),
+        (b"[]", "Is not object"),
+        (b'{"signature_name": 1, "examples": [{}]}', "'signature_name' key must be a string"),
+        (b'{"context": [1], "examples": [{}]}', "Example must be JSON object but got JSON Array"),
+        (b'{"context": {"a": null}}', "Feature: a has element with unexpected JSON type: Null"),
+        (b'{"signature_name": "s"}', "When method is classify, key 'examples' is expected and was not found"),
+        (b'{"examples": {}}', "Expecting 'examples' value to be an list/array"),
+        (b'{"examples": []}', "'examples' value is an empty array"),
+        (b'{"examples": [1]}', "Example must be JSON object but got JSON Number"),
+        (b'{"examples": [{"names": null}]}', "names has element with unexpected JSON type: Null"),
+        (b'{"examples": [{"names": [1, "a"]}]}', "Unexpected element type in feature: names expecting type: int64"),
+        (b'{"examples": [{"names": ["a", 1.5]}]}', "feature: names expecting type: bytes"),
+        (b'{"examples": [{"names": [1.5, true]}]}', "feature: names expecting type: float"),
+        (b'{"examples": [{"names": {"a": 1}}]}', "names has element with unexpected JSON type: Object"),
+        (b'{"examples": [{"names": [[1]]}]}', "names has element with unexpected JSON type: Array"),
+        (b'{"examples": [{"names": 18446744073709551615}]}', "Feature: names has uint64_t element. Only int64_t is supported."),
+        (b'{"examples": [{"names": {"b64": "#"}}]}', "Unable to base64 decode"),
+    ],
+)
+def test_parse_example_body_errors(body, message):
+    assert message in error_message(parse_example_body, body, "regress")
+
+
+def test_classify_response():
+    classes = np.array([[b"cat", b"dog"], [b"x", b"y"]], dtype=object)
+    scores = np.array([[0.3, 0.7], [np.nan, 0.1]], dtype=np.float32)
+    assert make_classify_response(classes, scores) == (
+        b'{"results":[[["cat",0.3],["dog",0.7]],[["x",NaN],["y",0.1]]]}'
+    )
+    assert loads(make_classify_response(None, scores[:1])) == {"results": [[["", 0.3], ["", 0.7]]]}
+    assert loads(make_classify_response(classes[:1], None)) == {"results": [[["cat", 0.0], ["dog", 0.0]]]}
+
+
+@pytest.mark.parametrize(
+    "classes, scores, num_examples, message",
+    [
+        (None, None, None, 'at least one of "classes" or "scores"'),
+        (np.array([b"a"], object), None, None, "Expected Tensor shape: [batch_size num_classes] but got [1]"),
+        (np.array([[1]], np.int32), None, None, "Expected classes Tensor of DT_STRING. Got: DT_INT32"),
+        (None, np.array([[1.0]], np.float64), None, "Expected scores Tensor of DT_FLOAT. Got: DT_DOUBLE"),
+        (np.array([[b"a"]], object), None, 2, "Expected classes output batch size of 2. Got: 1"),
+        (None, np.zeros((1, 1, 1), np.float32), None, "Expected Tensor shape: [batch_size num_classes] but got [1,1,1]"),
+        (None, np.zeros((1, 2), np.float32), 3, "Expected scores output batch size of 3. Got: 1"),
+        (np.array([[b"a"]], object), np.zeros((1, 2), np.float32), None, "Tensors class and score should match in dim_size(1). Got 1 vs. 2"),
+        (None, np.zeros((0, 2), np.float32), None, "Cannot convert empty ClassificationResults to JSON"),
+    ],
+)
+def test_classify_response_errors(classes, scores, num_examples, message):
+    assert message in error_message(make_classify_response, classes, scores, num_examples)
+
+
+def test_regress_response():
+    assert make_regress_response(np.array([0.2, 0.9, 1.0], np.float32)) == b'{"results":[0.2,0.9,1.0]}'
+    values = np.array([[0.2], [np.inf], [1.0], [-np.inf], [np.nan]], np.float32)
+    assert make_regress_response(values) == b'{"results":[0.2,Infinity,1.0,-Infinity,NaN]}'
+
+
+@pytest.mark.parametrize(
+    "values, num_examples, message",
+    [
+        (np.zeros((2, 2), np.float32), None, "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got [2,2]"),
+        (np.float32(1), None, "but got []"),
+        (np.zeros(2, np.float32), 3, "Input batch size did not match output batch size: 3 vs. 2"),
+        (np.zeros(2, np.float64), None, "Expected output Tensor of DT_FLOAT.  Got: DT_DOUBLE"),
+        (np.zeros(0, np.float32), None, "Cannot convert empty RegressionResults to JSON"),
+    ],
+)
+def test_regress_response_errors(values, num_examples, message):
+    assert message in error_message(make_regress_response, values, num_examples)

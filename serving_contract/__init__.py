@@ -1,0 +1,10 @@
+"""The export contract: what an exported model looks like, shared by everything that writes or reads one.
+
+TensorFlow-free (standard library only), so the gateway, the model server, the exporter, the
+sample scripts, bench and the tests all import the same names instead of restating them:
+
+* ``serving_contract.export``: signature and tensor names, ``assets.extra/export_info.json`` and
+  the untrained-weights marker.
+* ``serving_contract.versions``: which child folders of a model's base path are versions.
+* ``serving_contract.preprocessing``: the ``keras.applications`` preprocessing modes and constants.
+"""

@@ -1,0 +1,75 @@
+"""Names and files every export of ours carries (scripts/export_saved_model.py writes them).
+
+Signatures, each with one output ``probabilities`` float32 ``[batch, classes]``:
+
+* ``serving_default``: input ``image`` float32 ``[batch, H, W, 3]``, already preprocessed.
+* ``serving_uint8``: input ``pixels_bytes`` string ``[batch]``, raw uint8 HWC bytes, scaled in the graph.
+* ``serving_bytes``: input ``pixels_bytes`` string ``[batch]``, raw float32 HWC bytes, preprocessed.
+
+``assets.extra/export_info.json`` (TF Serving's place for extra files beside a SavedModel) records
+the input size, classes, preprocessing mode and where the weights came from; ``untrained`` there
+means random weights, whose predictions are meaningless. ``assets.extra/tf_serving_warmup_requests``
+holds one request per signature, replayed at load by TF Serving and our model server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: TF Serving's default signature key (``signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY``).
+SERVING_DEFAULT = "serving_default"
+SERVING_BYTES = "serving_bytes"
+SERVING_UINT8 = "serving_uint8"
+#: What the exporter writes; an export of ours missing one of them was made by an older exporter.
+SIGNATURES = (SERVING_DEFAULT, SERVING_BYTES, SERVING_UINT8)
+INPUT_IMAGE = "image"
+INPUT_PIXELS_BYTES = "pixels_bytes"
+OUTPUT_PROBABILITIES = "probabilities"
+
+#: The model name the tutorial serves (``--model_name``), and the gateway's default backend model.
+DEFAULT_MODEL_NAME = "ImageClassifier"
+
+EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
+#: TF Serving's warm-up file (TFRecord of PredictionLog), replayed at load; model_server.warmup owns its format.
+WARMUP_REQUESTS_PATH = Path("assets.extra") / "tf_serving_warmup_requests"
+WEIGHTS_KEY = "weights"
+#: ``export_info["weights"]`` for random weights (``download_inceptionv3_model.py --weights none``).
+UNTRAINED_WEIGHTS = "untrained"
+
+
+def read_export_info(version_dir: str | Path) -> dict[str, Any] | None:
+    """``<version_dir>/assets.extra/export_info.json`` as a dict, or None if absent or unreadable.
+
+    An unreadable or non-object file is logged and treated as absent: export info only adds
+    warnings and checks, so a model without it (someone else's SavedModel) still serves.
+    """
+    info_path = Path(version_dir) / EXPORT_INFO_PATH
+    if not info_path.is_file():
+        return None
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("Ignoring unreadable %s: %s", info_path, exc)
+        return None
+    if not isinstance(info, dict):
+        log.warning("Ignoring %s: expected a JSON object, got %s", info_path, type(info).__name__)
+        return None
+    return info
+
+
+def write_export_info(version_dir: str | Path, info: dict[str, Any]) -> Path:
+    """Write ``info`` as ``<version_dir>/assets.extra/export_info.json`` (indented JSON); return its path."""
+    info_path = Path(version_dir) / EXPORT_INFO_PATH
+    info_path.parent.mkdir(parents=True, exist_ok=True)
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    return info_path
+
+
+def is_untrained(info: Any) -> bool:
+    """Whether export info (a dict, or None when there is none) says the weights are untrained."""
+    return isinstance(info, dict) and info.get(WEIGHTS_KEY) == UNTRAINED_WEIGHTS
