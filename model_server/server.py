@@ -71,8 +71,10 @@ class ModelServer:
             return
         failed = sorted(name for name, state in outcome.items() if state == "failed")
         if failed:
-            raise ConfigError(f"{len(failed)} model(s) did not become available: "
-                              "{" + ", ".join(f"{{{name}: END}}" for name in failed) + "}", "UNKNOWN")
+            # ServerCore::WaitUntilModelsAvailable's message; main() prints it and exits.
+            details = "".join(f"{{{{name: {name} version: {version}}} due to error: {code}: {message}}}, "
+                              for name in failed for version, code, message in self.manager.failed_versions(name))
+            raise ConfigError(f"{len(failed)} model(s) did not become available: {{{details}}}", "UNKNOWN")
         self._start_rest()
         self._start_config_poller()
 

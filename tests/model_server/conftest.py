@@ -5,6 +5,10 @@
 * ``half_plus_two``: a TF1 SavedModel like TF Serving's testdata, with ``classify_x_to_y`` and
   ``regress_x_to_y`` signatures taking serialized tf.Example (method names classify/regress).
 * ``slow``: sleeps for the number of seconds it is given (deadline and graceful-shutdown tests).
+* ``export_simple_save``: a TF1 raw graph written with ``tf.compat.v1.saved_model.simple_save``, as
+  the tutorial's export script does (``SIMPLE_SAVE_WEIGHTS`` / ``SIMPLE_SAVE_BIAS``).
+
+TF Serving's own test models (``TFS_TESTDATA``) are read in place where they exist.
 """
 
 from __future__ import annotations
@@ -13,9 +17,39 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import REPO_ROOT
 from tests.support.tiny_models import export_tiny_classifier
 
 TINY_INPUT = (32, 32)
+# TF Serving's testdata SavedModels (half_plus_two, half_plus_three, ...), shared beside the project.
+TFS_TESTDATA = REPO_ROOT.parent / "shared" / "tfs_testdata"
+SIMPLE_SAVE_WEIGHTS = ((0.5, -1.0), (2.0, 0.25), (-0.75, 1.5))
+SIMPLE_SAVE_BIAS = (0.1, -0.2)
+
+
+def tfs_model(name: str) -> Path:
+    """The base path of one of TF Serving's test models; skips the test (with why) where it is absent."""
+    path = TFS_TESTDATA / name
+    if not path.is_dir():
+        pytest.skip(f"TF Serving's test model {name} is not at {path}")
+    return path
+
+
+def export_simple_save(export_dir: Path) -> Path:
+    """``scores = softmax(x @ W + b)`` for x float32 ``[batch, 3]``, saved with TF1's ``simple_save``."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 3], name="x")
+        weights = v1.get_variable("weights", initializer=tf.constant(SIMPLE_SAVE_WEIGHTS, tf.float32))
+        bias = v1.get_variable("bias", initializer=tf.constant(SIMPLE_SAVE_BIAS, tf.float32))
+        scores = tf.nn.softmax(tf.matmul(x, weights) + bias, name="scores")
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            v1.saved_model.simple_save(session, str(export_dir), inputs={"x": x}, outputs={"scores": scores})
+    return export_dir
 
 
 def export_half_plus_two(export_dir: Path) -> Path:
