@@ -37,7 +37,7 @@ from bench.models import export_in_subprocess, export_info, gateway_models_confi
 from bench.paths import gateway_send, model_server_send, tutorial_send
 from bench.procinfo import cpu_seconds, peak_rss_mb, rss_mb, tree
 from bench.servers import BareProcess, bare_process, gateway, model_server
-from flask_server.models import DEFAULT_ROUTE
+from flask_server.model_config import DEFAULT_ROUTE
 from scripts.auto_cmd import DEFAULT_MODEL_NAME
 from scripts.processes import ChildDied
 

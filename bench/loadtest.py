@@ -23,7 +23,7 @@ from bench.load import run_load
 from bench.models import export_in_subprocess, gateway_models_config
 from bench.paths import gateway_send
 from bench.servers import gateway, model_server
-from flask_server.models import DEFAULT_ROUTE
+from flask_server.model_config import DEFAULT_ROUTE
 from scripts.auto_cmd import DEFAULT_MODEL_NAME
 
 DEFAULT_REQUESTS = 2000

@@ -1,7 +1,7 @@
 """What each way of sending pixels to the model server costs, side by side, with no model.
 
 The gateway can call three signatures of an export (scripts/export_saved_model.py), each with its own
-input format (flask_server/models.py ``KNOWN_SIGNATURES``). The image decode and resize are the same
+input format (flask_server/model_config.py ``KNOWN_SIGNATURES``). The image decode and resize are the same
 for all three, so they are left out; this measures what differs, with the project's own code:
 
 * ``gateway``: ``model_input`` (numpy ``preprocess_input``, skipped for ``serving_uint8``) and
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.images import image_paths
-from flask_server.backend import JSON_FLOATS, encode_predict_request
-from flask_server.models import KNOWN_SIGNATURES, ModelSpec, model_input
+from flask_server.model_config import JSON_FLOATS, KNOWN_SIGNATURES, ModelSpec
 from flask_server.preprocess import load_pixels
+from flask_server.wire_format import encode_predict_request, model_input
 from model_server.predict_codec import parse_predict_body, request_to_tensors
 from model_server.tensor_types import TensorSpec
 from serving_contract.export import SERVING_UINT8

@@ -23,7 +23,7 @@ if not __package__:  # pragma: no cover - `flask run` inside flask_server/ impor
 
 from flask import Flask  # noqa: E402 (after the sys.path fix above)
 
-from flask_server import errors, models, request_id, routes, security  # noqa: E402
+from flask_server import errors, registry, request_id, routes, security  # noqa: E402
 from flask_server.config import GatewayConfig  # noqa: E402
 
 PACKAGE = "flask_server"
@@ -54,7 +54,7 @@ def create_app(config: GatewayConfig | Mapping[str, Any] | None = None) -> Flask
     )
     request_id.init_app(app)
     errors.init_app(app)
-    models.init_app(app, config)
+    registry.init_app(app, config)
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.health_bp)
     if config.cors_origins:

@@ -1,7 +1,7 @@
 """The gateway's configuration: every setting, its environment variable and its default, in one place.
 
 Settings come from environment variables (or a mapping passed to ``create_app`` in tests); the
-multi-model list comes from the TOML file named by ``MODELS_CONFIG`` (see ``models.py``).
+multi-model list comes from the TOML file named by ``MODELS_CONFIG`` (see ``model_config.py``).
 
 | variable | default | meaning |
 |---|---|---|

@@ -35,6 +35,8 @@ REQUEST_ID_KEY = "request_id"
 INTERNAL_ERROR_MESSAGE = "internal server error; the gateway log has details under this request_id"
 # Longest fragment of client input quoted back in a message.
 QUOTE_LIMIT = 60
+# Longest piece of a model server reply quoted in a message.
+REPLY_QUOTE_LIMIT = 200
 
 
 class GatewayError(Exception):
@@ -110,6 +112,11 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     """``repr`` of a client- or upstream-supplied value (bytes shown as text), truncated, for messages."""
     text = repr(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quote_reply(value: object) -> str:
+    """``quote`` for a model server's reply (or part of one): a longer limit, since it is the evidence."""
+    return quote(value, REPLY_QUOTE_LIMIT)
 
 
 def init_app(app: Flask) -> None:

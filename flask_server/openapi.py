@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 
 from flask_server.config import GatewayConfig
-from flask_server.models import get_registry
+from flask_server.registry import get_registry
 from flask_server.request_id import REQUEST_ID_HEADER
 from flask_server.security import API_KEY_HEADER, auth_enabled
 

@@ -36,7 +36,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from serving_contract.preprocessing import CAFFE_MEAN_BGR, MODES, TORCH_MEAN, TORCH_STD, check_mode
+from serving_contract.preprocessing import CAFFE_MEAN_BGR, TORCH_MEAN, TORCH_STD, check_mode
 
 # Formats a browser or phone uploads. Camera multi-picture JPEGs open through the JPEG plugin
 # (Pillow then reports their format as "MPO").

@@ -1,8 +1,8 @@
 """The gateway's views: ``api`` (everything that touches a model; authenticated and rate limited by
 security.py) and ``health`` (liveness and readiness probes; never authenticated).
 
-Each prediction view is thin: parse the body -> preprocess (in this request thread) ->
-``ServedModel.predict`` on the model server -> top-k -> JSON. Errors are raised and rendered by
+Each prediction view is thin: parse the request -> ``ServedModel.classify`` (decode in this request
+thread, predict on the model server, top-k) -> render the JSON. Errors are raised and rendered by
 errors.py as ``{"error", "request_id"}``.
 """
 
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from flask import Blueprint, Response, g, jsonify, request
 
 from flask_server.errors import BadRequest
-from flask_server.models import AVAILABLE, DEFAULT_ROUTE, Prediction, ServedModel, get_model, get_registry
-from flask_server.preprocess import ImageDecodeError
+from flask_server.model_config import DEFAULT_ROUTE
+from flask_server.registry import get_model, get_registry
 from flask_server.request_id import get_request_id
 from flask_server.request_parsing import images_from_request, parse_top_k
+from flask_server.served_model import Prediction, ServedModel
+from flask_server.version_tracker import AVAILABLE
 
 bp = Blueprint("api", __name__)
 health_bp = Blueprint("health", __name__)
@@ -33,8 +34,7 @@ def tutorial_predict() -> Response:
     if inputs.batch:
         raise BadRequest(f"this route takes one image; POST batches to /v1/models/{DEFAULT_ROUTE}/predict")
     prediction = classify(model, inputs.images)
-    rows = model.top_k(prediction.probabilities[0], model.spec.top_k)
-    return jsonify([[row["wnid"], row["label"], row["score"]] for row in rows])
+    return jsonify([[row["wnid"], row["label"], row["score"]] for row in prediction.top_k[0]])
 
 
 @bp.post("/v1/models/<model_route>/predict")
@@ -46,12 +46,12 @@ def predict(model_route: str) -> Response:
     (for a batch, one such list per image), ``warning`` present when the weights are untrained.
     """
     model = chosen_model(model_route)
+    # Checked against the model before the body is read, so a bad top_k is the error reported.
     k = model.check_top_k(parse_top_k(request.args.get(TOP_K_PARAM), model.spec.top_k))
-    inputs = images_from_request(request, get_registry().config.max_batch_size)
-    prediction = classify(model, inputs.images)
-    rows = [model.top_k(scores, k) for scores in prediction.probabilities]
+    inputs = images_from_request(request, get_registry().max_batch_size)
+    prediction = classify(model, inputs.images, k)
     body: dict[str, Any] = {"model": model.spec.route, "model_version": prediction.version,
-                            "predictions": rows if inputs.batch else rows[0]}
+                            "predictions": prediction.top_k if inputs.batch else prediction.top_k[0]}
     if prediction.warning:
         body["warning"] = prediction.warning
     return jsonify(body)
@@ -90,27 +90,8 @@ def chosen_model(route: str) -> ServedModel:
     return model
 
 
-def classify(model: ServedModel, images: list[bytes]) -> Prediction:
-    """Preprocess ``images`` here, run them on the model server, record the version on ``g``."""
-    # Encoded in its own statement so the pixel batch is freed before the wait on the model server.
-    encoded = model.encode(preprocess_images(model, images))
-    prediction = model.predict(encoded, get_request_id())
+def classify(model: ServedModel, images: list[bytes], k: int | None = None) -> Prediction:
+    """``model.classify`` under this request's id, recording the version that answered on ``g``."""
+    prediction = model.classify(images, k, get_request_id())
     g.model_version = prediction.version
     return prediction
-
-
-def preprocess_images(model: ServedModel, images: list[bytes]) -> np.ndarray:
-    """Decode and preprocess each image for ``model`` into one (N, H, W, 3) batch (``load_image``)."""
-    registry = get_registry()
-    max_pixels = registry.config.max_image_pixels
-    arrays = []
-    for i, data in enumerate(images):
-        try:
-            # One slot per image, not per request, so a batch does not hold up single images.
-            with registry.decode_slots:
-                arrays.append(model.load_image(data, max_pixels))
-        except ImageDecodeError as exc:
-            where = f"instances[{i}]: " if len(images) > 1 else ""
-            raise BadRequest(f"{where}{exc}") from exc
-    # One image (nearly every request) is a view, not a copy.
-    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)

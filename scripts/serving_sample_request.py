@@ -3,7 +3,7 @@
 Talks to TF Serving's REST API, served by ``python -m model_server`` (port 9000 under ``make run``)
 or by Google's ``tensorflow_model_server``. The image is preprocessed exactly as the gateway does
 it (``flask_server.preprocess``: 299x299, ``tf`` scaling) and sent through the gateway's own
-client code (``flask_server.models.ServedModel``), so this script and the gateway cannot disagree:
+client code (``flask_server.served_model.ServedModel``), so this script and the gateway cannot disagree:
 
 * ``--signature serving_uint8`` (default): ``{"signature_name": "serving_uint8", "instances":
   [{"pixels_bytes": {"b64": <uint8 HWC bytes>}}]}``, 357 KB of base64 per image, scaled in the graph;
@@ -41,19 +41,17 @@ READ_TIMEOUT = 30.0  # the first predict after loading InceptionV3 can take a fe
 
 def classify(image_path: Path, url: str, model: str, signature: str, top: int = TOP_K) -> tuple[list, str | None]:
     """``([[wnid, label, score], ...], warning or None)`` for one image; raises the gateway's
-    ImageDecodeError / BackendError / ConfigError on failure."""
+    BadRequest (not an image) / BackendError / ConfigError on failure."""
     from flask_server.backend import ModelServerClient
     from flask_server.labels import load_labels
-    from flask_server.models import ServedModel, spec_from_table
-    from flask_server.preprocess import DEFAULT_MAX_PIXELS
+    from flask_server.model_config import spec_from_table
+    from flask_server.served_model import ServedModel
 
-    # The gateway's own defaults: each signature's input format (models.signature_defaults).
+    # The gateway's own defaults: each signature's input format (model_config.signature_defaults).
     spec = spec_from_table("cli", {"model_name": model, "signature": signature}, Path("command line"), url)
     served = ServedModel(spec, load_labels(spec.labels), ModelServerClient(url, (CONNECT_TIMEOUT, READ_TIMEOUT)))
-    pixels = served.load_image(image_path.read_bytes(), DEFAULT_MAX_PIXELS)
-    prediction = served.predict(pixels[None], request_id=None)
-    rows = [[row["wnid"], row["label"], round(row["score"], SCORE_DECIMALS)]
-            for row in served.top_k(prediction.probabilities[0], top)]
+    prediction = served.classify([image_path.read_bytes()], top)
+    rows = [[row["wnid"], row["label"], round(row["score"], SCORE_DECIMALS)] for row in prediction.top_k[0]]
     return rows, prediction.warning
 
 
@@ -67,15 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from flask_server.config import ConfigError
-    from flask_server.errors import GatewayError
-    from flask_server.preprocess import ImageDecodeError
+    from flask_server.errors import BadRequest, GatewayError
 
     try:
         rows, warning = classify(args.image, args.url.rstrip("/"), args.model, args.signature)
     except OSError as exc:
         print(f"error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except ImageDecodeError as exc:
+    except BadRequest as exc:  # the image cannot be decoded
         print(f"error: {args.image}: {exc}", file=sys.stderr)
         return 1
     except (GatewayError, ConfigError) as exc:

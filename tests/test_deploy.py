@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from flask_server.config import _ENV_NAMES, GatewayConfig
-from flask_server.models import DEFAULT_MODEL_NAME, DEFAULT_ROUTE, load_model_specs
+from flask_server.model_config import DEFAULT_MODEL_NAME, DEFAULT_ROUTE, load_model_specs
 from scripts.auto_cmd import DEFAULT_GATEWAY_PORT, GATEWAY_APP, GUNICORN_CONF
 from scripts.export_saved_model import DEFAULT_BASE_PATH
 

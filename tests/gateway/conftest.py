@@ -162,6 +162,21 @@ def status_reply(version: int = 1) -> bytes:
         {"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}).encode()
 
 
+#: Two scores for one image, the stub upstream's default predict reply.
+PREDICTIONS = json.dumps({"predictions": [[0.1, 0.9]]}).encode()
+
+
+def routed(status=None, metadata=b'{"model_spec": {"version": "1"}, "metadata": {}}', predict=None):
+    """An upstream reply function: a healthy model status and metadata unless overridden."""
+    def reply(method, path):
+        if path.endswith(":predict"):
+            return predict or StubReply(body=PREDICTIONS)
+        if path.endswith("/metadata"):
+            return StubReply(body=metadata)
+        return status or StubReply(body=status_reply(1))
+    return reply
+
+
 # --- the real servers -------------------------------------------------------------------------------
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from flask_server.app import create_app
-from flask_server.models import UNTRAINED_WARNING
+from flask_server.model_config import UNTRAINED_WARNING
 from flask_server.preprocess import load_and_preprocess
 from tests.gateway.conftest import (STABLE_LABEL, TINY, TINY_1000, TINY_1000_SIZE, TINY_LABELS, TINY_SIZE,
                                     assert_error, image_bytes)
@@ -119,7 +119,7 @@ def test_batch_equals_single_requests(served_client):
 def test_decode_concurrency_bounds_images_decoded_at_once(gateway_env, monkeypatch, slots):
     """8 concurrent requests: never more than GATEWAY_DECODE_CONCURRENCY decodes at a time, and exactly
     that many when there is work (the real decoder runs; a pause inside widens the window)."""
-    from flask_server.models import ServedModel
+    from flask_server.served_model import ServedModel
 
     inside, most, calls = [0], [0], [0]
     lock = threading.Lock()

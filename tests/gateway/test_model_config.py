@@ -1,4 +1,4 @@
-"""The model registry's TOML file: defaults, the example file, and strict validation."""
+"""The models TOML file (model_config.py): defaults, the example file, and strict validation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flask_server.config import ConfigError, GatewayConfig
-from flask_server.models import DEFAULT_ROUTE, ModelRegistry, ModelSpec, load_model_specs
+from flask_server.model_config import DEFAULT_ROUTE, ModelSpec, load_model_specs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "flask_server" / "models.example.toml"
 
@@ -33,14 +33,6 @@ def test_example_file_loads_and_documents_the_defaults():
     resnet = specs["resnet50"]
     # A float signature picks the JSON input format and the "image" input by default.
     assert (resnet.input_format, resnet.input_name, resnet.version_label) == ("json", "image", "stable")
-
-
-def test_labels_path_is_relative_to_the_file(tmp_path):
-    (tmp_path / "labels.txt").write_text("a\nb\n")
-    specs = specs_from(tmp_path, '[models.m]\nlabels = "labels.txt"\n')
-    assert specs["m"].labels == str(tmp_path / "labels.txt")
-    assert specs["m"].model_server_url == "http://ms:9000"
-    assert ModelRegistry(specs, GatewayConfig()).get("m").classes == 2
 
 
 @pytest.mark.parametrize("text, message", [
@@ -71,24 +63,9 @@ def test_bad_files_name_the_file_and_key(tmp_path, text, message):
     assert str(tmp_path / "models.toml") in str(info.value)
 
 
-def test_missing_file_and_bad_labels_fail_at_start_up(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read it"):
-        load_model_specs(GatewayConfig(models_config=str(tmp_path / "absent.toml")))
-    specs = specs_from(tmp_path, '[models.m]\nlabels = "nope.txt"\n')
-    with pytest.raises(ConfigError, match=r"models\.m\.labels: cannot read labels file"):
-        ModelRegistry(specs, GatewayConfig())
-
-
-def test_one_connection_pool_per_model_server(tmp_path):
-    specs = specs_from(tmp_path, "[models.a]\n[models.b]\n[models.c]\nmodel_server_url = 'http://other:9000'\n")
-    registry = ModelRegistry(specs, GatewayConfig())
-    assert sorted(registry.clients) == ["http://ms:9000", "http://other:9000"]
-    assert registry.get("a").client is registry.get("b").client
-
-
 def test_every_exported_signature_has_gateway_defaults():
     # test that a signature added to the export contract cannot go without an input format here
-    from flask_server import models
+    from flask_server import model_config as models
     from serving_contract import export
 
     assert set(models.KNOWN_SIGNATURES) == set(export.SIGNATURES)

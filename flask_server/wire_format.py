@@ -1,0 +1,99 @@
+"""TF Serving's REST wire format as the gateway speaks it: pixels -> the model input a signature
+takes (``model_input``), a batch -> the predict request body (``encode_predict_request``), and the
+predict reply -> scores (``decode_predictions``). Pure functions of a ``ModelSpec`` and arrays; no
+I/O. The JSON keys are TF Serving's (tensorflow_serving/util/json_tensor.cc)::
+
+    {"signature_name": "serving_uint8", "instances": [{"pixels_bytes": {"b64": "<HWC bytes>"}}, ...]}
+    {"signature_name": "serving_default", "instances": [{"image": [[[r, g, b], ...], ...]}, ...]}
+    -> {"predictions": [[p0, p1, ...], ...]}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pybase64
+
+from flask_server.errors import BadModelServerReply, quote_reply
+from flask_server.model_config import RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
+from flask_server.preprocess import scale
+from flask_server.transport import EncodedBatch
+from serving_contract.export import OUTPUT_PROBABILITIES
+
+# TF Serving JSON keys (tensorflow_serving/util/json_tensor.cc)
+SIGNATURE_NAME_KEY = "signature_name"
+INSTANCES_KEY = "instances"
+PREDICTIONS_KEY = "predictions"
+B64_KEY = "b64"
+ERROR_KEY = "error"
+MODEL_VERSION_STATUS_KEY = "model_version_status"
+
+
+def model_input(spec: ModelSpec, pixels: np.ndarray) -> np.ndarray:
+    """Resized uint8 pixels -> what ``spec``'s input format takes: the pixels themselves when the
+    signature scales them in its graph (``raw_uint8_b64``), else float32 scaled here."""
+    return pixels if spec.input_format == RAW_UINT8_B64 else scale(pixels, spec.preprocessing)
+
+
+def encode_batch(spec: ModelSpec, batch: np.ndarray) -> EncodedBatch:
+    """``encode_predict_request`` with the number of images it holds."""
+    return EncodedBatch(encode_predict_request(spec, batch), batch.shape[0])
+
+
+def encode_predict_request(spec: ModelSpec, batch: np.ndarray) -> bytes:
+    """The predict body for ``spec``'s signature: raw uint8 or float32 bytes as b64, or float JSON.
+
+    ``batch`` is uint8 (N, H, W, 3) for ``raw_uint8_b64``, preprocessed float32 otherwise.
+    """
+    if spec.input_format == RAW_UINT8_B64:
+        if batch.dtype != np.uint8:  # a cast would silently wrap or truncate scaled pixels
+            raise ValueError(f"{RAW_UINT8_B64} takes uint8 pixels, got {batch.dtype}")
+        return _raw_b64_body(spec, batch)
+    if spec.input_format == RAW_FLOAT32_B64:
+        return _raw_b64_body(spec, np.ascontiguousarray(batch, dtype="<f4"))
+    instances = [{spec.input_name: image} for image in np.asarray(batch, dtype=np.float32)]
+    return orjson.dumps({SIGNATURE_NAME_KEY: spec.signature, INSTANCES_KEY: instances},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _raw_b64_body(spec: ModelSpec, batch: np.ndarray) -> bytes:
+    """``{"signature_name": S, "instances": [{INPUT: {"b64": "..."}}, ...]}`` as bytes, built by joining.
+
+    Each image's HWC bytes in ``batch``'s dtype; base64 is 4/3 of that (357 KB for 299x299 uint8,
+    1.4 MB for float32; float JSON is 5.8 MB). The base64 output is ASCII with no character JSON
+    would escape, so it is spliced in as bytes: going through orjson would decode it to a str and
+    re-encode and scan it (~0.25 ms for float32). The names are still encoded by orjson, so the
+    body is valid JSON whatever they contain.
+    """
+    batch = np.ascontiguousarray(batch)
+    instance_head = b"{" + orjson.dumps(spec.input_name) + b':{"' + B64_KEY.encode() + b'":"'
+    parts = [b'{"', SIGNATURE_NAME_KEY.encode(), b'":', orjson.dumps(spec.signature), b',"', INSTANCES_KEY.encode(),
+             b'":[']
+    for i, image in enumerate(batch):
+        # pybase64 (SIMD) reads each image's buffer in place, no tobytes() copy: 0.06 ms for 299x299
+        # float32 against binascii's 2.3 ms, with the same output.
+        parts += [b"," if i else b"", instance_head, pybase64.b64encode(image), b'"}}']
+    parts.append(b"]}")
+    # One join: the only copy of the base64 text (a worker holds one per request in flight).
+    return b"".join(parts)
+
+
+def decode_predictions(reply: dict[str, Any], batch_size: int, where: str, detail: str | None = None) -> np.ndarray:
+    """``reply["predictions"]`` as float32 (batch_size, classes); BadModelServerReply if it is not that.
+
+    ``where`` starts the client's message, ``detail`` is for the log only (errors.GatewayError).
+    """
+    predictions = reply.get(PREDICTIONS_KEY)
+    if isinstance(predictions, list) and predictions and isinstance(predictions[0], dict):
+        # Signatures with several outputs answer one object per instance.
+        predictions = [p.get(OUTPUT_PROBABILITIES) if isinstance(p, dict) else p for p in predictions]
+    try:
+        scores = np.asarray(predictions, dtype=np.float32)
+    except (TypeError, ValueError):
+        scores = None
+    if scores is None or scores.ndim != 2 or scores.shape[0] != batch_size:
+        raise BadModelServerReply(f"{where}: expected {PREDICTIONS_KEY!r} with {batch_size} row(s) of "
+                                  f"{OUTPUT_PROBABILITIES}, got {quote_reply(reply)}", detail)
+    return scores
