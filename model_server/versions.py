@@ -83,7 +83,8 @@ class VersionManager:
         self._lock = threading.RLock()
         self._models: dict[str, _Tracked] = {}
         self._stopping = threading.Event()
-        self._starting = threading.Event()  # set while start-up waits for the first loads
+        self._starting = threading.Event()  # set until start-up's wait for the first loads is over
+        self._starting.set()
         self._poller: threading.Thread | None = None
 
     # -- configuration ---------------------------------------------------------------------
@@ -291,7 +292,6 @@ class VersionManager:
         Returns early, with what is known, on ``timeout`` or when the manager is stopped.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._starting.set()
         try:
             while "pending" in self.initial_outcome().values():
                 if deadline is not None and time.monotonic() >= deadline:
