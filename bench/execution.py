@@ -1,14 +1,14 @@
 """How the model server runs a SavedModel: TF2 function vs TF1 Session, oneDNN on vs off, side by side.
 
 The model server runs every signature through a ``tf.compat.v1.Session`` callable (as TF Serving
-does), with TensorFlow's oneDNN kernels off unless ``TF_ENABLE_ONEDNN_OPTS=1`` (one of them aborts
-the process on a wrongly shaped feed). This measures what those two choices cost against the
-benchmark's floor, ``tf.saved_model.load``'s function in a bare process with TensorFlow's defaults:
+does), with TensorFlow's default oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS``; TF Serving's standard
+build has TensorFlow's own kernels). This measures both choices against the benchmark's floor,
+``tf.saved_model.load``'s function in a bare process with TensorFlow's defaults:
 
 * four bare processes (``bench.bare_model``): function or Session, oneDNN on or off, batch-1
   ``serving_default`` calls timed inside the process;
 * two model servers (``serving_uint8`` over REST, the client decoding and resizing the image as in
-  ``make bench``'s ``model server`` row): oneDNN off (the default) and on.
+  ``make bench``'s ``model server`` row): oneDNN on (the default) and off.
 
 All rows take turns (``bench.load.run_round_robin``: one untimed call, then a burst of timed ones),
 so they share the same moments of machine load. The table gives p50/p99 and each p50 over the floor.
@@ -33,7 +33,7 @@ from bench.models import export_in_subprocess, input_size, latest_version
 from bench.paths import model_server_send
 from bench.servers import bare_process, bare_send, model_server
 from bench.stats import percentile
-from model_server.__main__ import ONEDNN_ENV
+from model_server.servable import ONEDNN_ENV
 from serving_contract.export import DEFAULT_MODEL_NAME
 
 FLOOR = "bare: function, oneDNN on (TF defaults)"
@@ -44,8 +44,8 @@ BARE_ROWS = {  # row -> (bench.bare_model --executor, TF_ENABLE_ONEDNN_OPTS)
     "bare: Session, oneDNN off": ("session", "0"),
 }
 SERVER_ROWS = {  # row -> TF_ENABLE_ONEDNN_OPTS
-    "model server (Session, oneDNN off: default), serving_uint8": "0",
-    "model server (Session, oneDNN on), serving_uint8": "1",
+    "model server (Session, oneDNN on: default), serving_uint8": "1",
+    "model server (Session, oneDNN off), serving_uint8": "0",
 }
 
 

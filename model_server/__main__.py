@@ -17,7 +17,6 @@ EXIT_OK = 0
 EXIT_FLAG_ERROR = 1
 EXIT_START_FAILED = 255
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s"
-ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 VERSION = "model_server 0.1.0 (TF Serving REST API compatible)"
 
 
@@ -38,10 +37,6 @@ def main(argv: list[str]) -> int:
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's C++ INFO lines drown ours
-    # Feeds are not shape-checked (TensorFlow decides, as in TF Serving), and some oneDNN kernels
-    # abort the whole process on a wrong rank (a CHECK failure) where TensorFlow's own kernels
-    # answer INVALID_ARGUMENT; so they are off unless the environment turns them on (README).
-    os.environ.setdefault(ONEDNN_ENV, "0")
 
     from model_server.server import ModelServer  # after flags, so --help stays instant
 

@@ -5,9 +5,12 @@
 SavedModelBundle does, so TF1 exports (``simple_save``, ``SavedModelBuilder``) and TF2 exports
 (``tf.saved_model.save``, Keras' ``model.export``) load alike. ``Servable.run`` feeds the request's
 tensors to the SignatureDef's input tensor names and fetches its output tensor names, through one
-cached Session callable per (signature, inputs) pair. Like TF Serving's ``Session::Run``, no shape
-is checked against the SignatureDef: TensorFlow decides, and what it rejects becomes the
-ServingError with TensorFlow's code and message (INVALID_ARGUMENT -> 400).
+cached Session callable per (signature, inputs) pair. Like TF Serving's ``Session::Run``, shapes are
+not checked against the SignatureDef: TensorFlow decides, and what it rejects becomes the
+ServingError with TensorFlow's code and message (INVALID_ARGUMENT -> 400). One exception keeps a
+bad request from killing the process: with oneDNN on (TensorFlow's default on x86), an input
+declared with rank >= 4 must not be fed a lower rank to a graph with convolutions or pooling
+(``_refuse_low_rank_images``).
 
 SignatureDefs (method names, tensor names, dtypes, shapes) are read from ``saved_model.pb`` itself
 so the metadata API prints exactly what the real server prints. This module is the single boundary
@@ -47,6 +50,8 @@ CLASSIFY_SCORES_KEY = "scores"
 REGRESS_OUTPUTS_KEY = "outputs"
 # A TF2 export's init op is stored as a SignatureDef; it is run at load, never served.
 INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
+#: TensorFlow's switch for its oneDNN kernels (on by default on x86 Linux).
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 # Canonical status code numbers (tf.errors.OpError.error_code) by name.
 _CANONICAL_CODES = {1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED",
                     5: "NOT_FOUND", 6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED",
@@ -140,6 +145,7 @@ class Servable:
             key: Signature(key, sig.method_name, {k: _tensor_spec(v) for k, v in sig.inputs.items()},
                            {k: _tensor_spec(v) for k, v in sig.outputs.items()})
             for key, sig in meta_graph.signature_def.items() if key != INIT_OP_SIGNATURE_KEY}
+        self._guard_low_rank = _onednn_enabled() and _has_data_format_ops(meta_graph.graph_def)
 
     # -- signature lookup, with the REST API's messages ---------------------------------------
 
@@ -194,6 +200,8 @@ class Servable:
             if alias not in signature_def.inputs:
                 raise InvalidArgument(f"input tensor alias not found in signature: {alias}. Inputs expected to be "
                                       f"in the set {{{','.join(sorted(signature_def.inputs))}}}.")
+        if self._guard_low_rank:
+            _refuse_low_rank_images(self.signatures[signature], inputs)
         feed_aliases = tuple(sorted(inputs))
         call, output_aliases = self._callable(signature, signature_def, feed_aliases)
         with translate_tf_errors():
@@ -247,6 +255,41 @@ class Servable:
             session, self._session = self._session, None
         if session is not None:
             session.close()
+
+
+def _onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process (``TF_ENABLE_ONEDNN_OPTS``)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _has_data_format_ops(graph_def) -> bool:
+    """Whether the graph or its functions hold ops that index dimensions by a ``data_format``
+    (convolutions, pooling): oneDNN's kernels for them abort on inputs of a lower rank."""
+    from tensorflow.python.framework import op_def_registry
+
+    ops = {node.op for node in graph_def.node}
+    ops.update(node.op for function in graph_def.library.function for node in function.node_def)
+    # By the op's definition: a SavedModel strips attrs left at their default (NHWC) from its nodes.
+    op_defs = (op_def_registry.get(op) for op in ops)
+    return any(any(attr.name == "data_format" for attr in op_def.attr) for op_def in op_defs if op_def is not None)
+
+
+def _refuse_low_rank_images(signature: Signature, inputs: dict[str, np.ndarray]) -> None:
+    """The one shape check: an input declared with rank >= 4 (images) fed with a lower rank.
+
+    With oneDNN on, TensorFlow's convolution and pooling kernels hit a CHECK failure on such a
+    tensor and abort the whole process (tensor_format.h, "Invalid index from the dimension"),
+    where its standard kernels answer INVALID_ARGUMENT ("convolution input must be 4-dimensional").
+    Any other shape is left to TensorFlow, as in TF Serving.
+    """
+    for alias, array in inputs.items():
+        declared = signature.inputs[alias].shape
+        if declared is not None and len(declared) >= 4 and np.ndim(array) < len(declared):
+            shown = ",".join("-1" if d is None else str(d) for d in declared)
+            raise InvalidArgument(f"input '{alias}' must be {len(declared)}-dimensional like the signature's "
+                                  f"[{shown}], got [{','.join(str(d) for d in np.shape(array))}]")
 
 
 def run_warmup(servable: Servable) -> int:

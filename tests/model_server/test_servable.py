@@ -101,6 +101,20 @@ def test_tf2_keras_export_matches_keras_in_a_session(tmp_path):
     servable.close()
 
 
+def test_images_of_a_lower_rank_are_refused_before_onednn_sees_them(tmp_path):
+    # test that the one shape check keeps this process alive: oneDNN (on here, TF's default) aborts
+    # on a rank-3 tensor into a convolution; other shapes stay TensorFlow's to judge
+    model = build_tiny_classifier(TINY_INPUT, TINY_CLASSES, 4)
+    servable = load_servable("tiny", 1, export_untrained(model, tmp_path, 1), warm_up=False)
+    assert error_message(servable.run, SERVING_DEFAULT, {INPUT_IMAGE: np.zeros((1, 32, 32), np.float32)}) == (
+        "input 'image' must be 4-dimensional like the signature's [-1,32,32,3], got [1,32,32]")
+    assert "filter depth" in error_message(servable.run, SERVING_DEFAULT,
+                                           {INPUT_IMAGE: np.zeros((1, 32, 32, 2), np.float32)})
+    bigger = servable.run(SERVING_DEFAULT, {INPUT_IMAGE: np.zeros((1, 48, 48, 3), np.float32)})
+    assert bigger[OUTPUT_PROBABILITIES].shape[0] == 1  # undeclared size, which this graph runs
+    servable.close()
+
+
 def test_tf2_init_op_is_metadata_not_a_signature():
     servable = load_servable("tf2", 123, tfs_model("half_plus_two_tf2") / "00000123", warm_up=False)
     assert INIT_OP_SIGNATURE_KEY not in servable.signatures
