@@ -17,9 +17,10 @@ run: venv model
 test: venv system-deps
 	$(PY) -m pytest
 
-# Everything except the InceptionV3 and browser cases.
+# Unit and handler-level tests only, under a minute: no process, no real server, no InceptionV3,
+# no browser (tests that start one are marked e2e; tests/conftest.py fails a test that forgets).
 test-fast: venv
-	$(PY) -m pytest -m "not inception and not browser"
+	$(PY) -m pytest -m "not e2e and not inception and not browser"
 
 # No system-deps: the benchmark needs neither Redis nor Chromium.
 bench: venv

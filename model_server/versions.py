@@ -226,9 +226,11 @@ class VersionManager:
                     f"(--max_num_load_retries, --load_retry_interval_micros)")
         else:
             plan = "not retrying (--max_num_load_retries=0)"
-        if self._starting.is_set():
-            then = ("until it loads or gives up nothing is served, and if it gives up the server exits "
+        if self._starting.is_set() and self._max_load_retries > 0:
+            then = ("nothing is served until it loads or gives up, and if it gives up the server exits "
                     "(as tensorflow_model_server does)")
+        elif self._starting.is_set():
+            then = "the server exits (as tensorflow_model_server does)"
         else:
             then = "the versions already being served keep serving"
         return f"Model {name} version {version} failed to load: {code}: {first_line}; {plan}; {then}."

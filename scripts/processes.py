@@ -111,6 +111,9 @@ class ChildProcess:
             if self._echo:
                 print(f"[{self.name}] {line}", flush=True)
 
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
+
     def alive(self) -> bool:
         """True while the main process has not exited."""
         return self.popen.poll() is None
@@ -149,6 +152,8 @@ class ChildProcess:
             os.killpg(self.popen.pid, signal.SIGKILL)
         if self._reader:
             self._reader.join(2)
+        if self.popen.stdout is not None and not self._reader_alive():
+            self.popen.stdout.close()
         if self._log_file:
             self._log_file.close()
             self._log_file = None

@@ -19,9 +19,8 @@ from flask_server.labels import load_labels
 from flask_server.preprocess import load_and_preprocess
 from scripts.export_saved_model import export_keras_model
 from serving_contract.export import DEFAULT_MODEL_NAME, UNTRAINED_WEIGHTS
-from tests.support.processes import start_model_server
 
-pytestmark = pytest.mark.inception
+pytestmark = [pytest.mark.inception, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "serving_sample_request.py"
@@ -32,7 +31,7 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def served_inception(tmp_path_factory):
+def served_inception(tmp_path_factory, model_server_factory):
     """(Keras model, running model server) with the model exported as version 1."""
     if not (REPO / "model_server" / "__main__.py").exists():
         pytest.skip("model_server/__main__.py does not exist yet")
@@ -43,7 +42,7 @@ def served_inception(tmp_path_factory):
     base = tmp_path_factory.mktemp("inception") / MODEL_NAME
     export_keras_model(model, base, info={"model": model.name, "weights": UNTRAINED_WEIGHTS, "preprocessing": "tf"},
                        log=lambda _msg: None)
-    with start_model_server(model_name=MODEL_NAME, model_base_path=base, timeout=180) as server:
+    with model_server_factory(model_name=MODEL_NAME, model_base_path=base, timeout=180) as server:
         yield model, server
 
 

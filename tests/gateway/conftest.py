@@ -23,7 +23,7 @@ from PIL import Image
 
 from flask_server.app import create_app
 from flask_server.request_id import REQUEST_ID_HEADER
-from tests.support.processes import free_port, model_available, start_gateway, start_model_server, wait_until
+from tests.support.processes import free_port, model_available, start_gateway, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_IMAGES = REPO_ROOT / "test_images"
@@ -233,10 +233,10 @@ input_size = [{TINY_1000_SIZE[0]}, {TINY_1000_SIZE[1]}]
 
 
 @pytest.fixture(scope="session")
-def model_server(tiny_models):
+def model_server(tiny_models, model_server_factory):
     """ONE real model server serving both tiny models."""
-    with start_model_server(extra_args=[f"--model_config_file={tiny_models.model_config_file}"],
-                            wait_for=TINY) as server:
+    with model_server_factory(extra_args=[f"--model_config_file={tiny_models.model_config_file}"],
+                              wait_for=TINY) as server:
         wait_until(server, f"/v1/models/{TINY_1000}", 60, model_available(TINY_1000))
         yield server
 

@@ -87,6 +87,7 @@ def test_logging_setup_leaves_other_loggers_alone(make_app):
         gunicorn_error.removeHandler(sentinel)
 
 
+@pytest.mark.e2e
 def test_gunicorn_json_log_has_model_and_version(gateway_env, photo):
     env = {**gateway_env, "GATEWAY_LOG_FORMAT": "json"}
     with start_gateway(env, wait_path="/readyz") as gateway:

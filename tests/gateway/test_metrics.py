@@ -108,6 +108,7 @@ def test_in_flight_returns_to_zero_after_errors(make_app):
     assert sample(scrape(client), "gateway_requests_in_flight") == 1  # the scrape itself
 
 
+@pytest.mark.e2e
 def test_gunicorn_workers_add_up_in_multiprocess_mode(gateway_env, tmp_path, photo):
     env = {**gateway_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     requests_made = 12

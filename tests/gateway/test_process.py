@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.gateway.conftest import REPO_ROOT, TEST_IMAGES, TEST_RATE_LIMITS, closed_port_url
 from tests.support.processes import free_port, spawn, wait_until
+
+# Every case here runs the gateway or its client as a separate process.
+pytestmark = pytest.mark.e2e
 
 SAMPLE_CLIENT = REPO_ROOT / "flask_server" / "flask_sample_request.py"
 PHOTO = TEST_IMAGES / "chelsea.jpg"

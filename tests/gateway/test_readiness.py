@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.gateway.conftest import assert_error, image_bytes
-from tests.support.processes import start_model_server
 from tests.support.tiny_models import export_tiny_classifier
 
 LATE = "late"
@@ -23,13 +24,15 @@ def poll(check, timeout: float = 30.0, interval: float = 0.2):
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-def test_readyz_turns_200_when_the_first_version_loads_and_versions_follow_hot_swaps(make_app, tmp_path):
+@pytest.mark.e2e
+def test_readyz_turns_200_when_the_first_version_loads_and_versions_follow_hot_swaps(make_app, tmp_path,
+                                                                                     model_server_factory):
     base_path = tmp_path / LATE
     base_path.mkdir()
     (tmp_path / "labels.txt").write_text("".join(f"class_{i}\n" for i in range(10)))
     config = tmp_path / "models.toml"
     config.write_text(f'[models.{LATE}]\nmodel_name = "{LATE}"\ninput_size = [32, 32]\nlabels = "labels.txt"\n')
-    with start_model_server(extra_args=[f"--model_name={LATE}", f"--model_base_path={base_path}"]) as server:
+    with model_server_factory(extra_args=[f"--model_name={LATE}", f"--model_base_path={base_path}"]) as server:
         # Like tensorflow_model_server, ours opens its REST port only once the first version has
         # loaded, so until then the gateway sees "connection refused": not ready either way.
         client = make_app(MODEL_SERVER_URL=server.url, MODELS_CONFIG=str(config)).test_client()

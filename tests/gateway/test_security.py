@@ -127,7 +127,8 @@ def test_predict_routes_are_gated(keyed, png):
 @pytest.mark.parametrize("path", ["/healthz", "/metrics", "/openapi.json", "/", "/docs", "/ui/app.js"])
 def test_operational_and_static_paths_need_no_key(keyed, path):
     for _ in range(5):  # also more often than any tier's limit
-        assert keyed.get(path).status_code == 200, path
+        with keyed.get(path) as response:  # static files are streamed: close them
+            assert response.status_code == 200, path
 
 
 def test_readyz_is_not_gated(keyed):
@@ -186,6 +187,7 @@ def test_without_keys_nothing_is_rate_limited(make_app):
     assert not any(h.startswith("X-RateLimit") for r in responses for h in r.headers.keys())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("keys, imported", [("", False), (PLAIN_KEY, True)])
 def test_flask_limiter_is_imported_only_with_keys(keys, imported):
     """It is most of the gateway's import time, so a gateway that cannot use it must not load it."""
@@ -269,6 +271,7 @@ def test_empty_failure_limit_turns_the_budget_off(make_app):
 
 # --- real processes -------------------------------------------------------------------------------
 
+@pytest.mark.e2e
 @pytest.mark.redis
 def test_two_gunicorn_processes_share_the_limit_through_redis(redis_url):  # noqa: F811
     env = {"MODEL_SERVER_URL": closed_port_url(), "GATEWAY_API_KEYS": KEYS,
@@ -284,6 +287,7 @@ def test_two_gunicorn_processes_share_the_limit_through_redis(redis_url):  # noq
         assert statuses[-1].json()["error"]
 
 
+@pytest.mark.e2e
 def test_keys_never_reach_the_log():
     env = {"MODEL_SERVER_URL": closed_port_url(), "GATEWAY_API_KEYS": KEYS, "GATEWAY_RATE_LIMITS": LIMITS,
            "GATEWAY_LOG_FORMAT": "json", "GATEWAY_LOG_LEVEL": "DEBUG"}

@@ -17,10 +17,13 @@ SCREENSHOT = ARTIFACTS_DIR / "web-page.png"
 
 
 def test_page_and_assets_are_served(client):
-    page = client.get("/")
-    assert page.status_code == 200 and page.mimetype == "text/html"
-    for asset in re.findall(rb'(?:src|href)="(ui/[^"]+)"', page.data):
-        assert client.get("/" + asset.decode()).status_code == 200, asset
+    # Static files are streamed from an open file: close each response, as a WSGI server would.
+    with client.get("/") as page:
+        assert page.status_code == 200 and page.mimetype == "text/html"
+        assets = re.findall(rb'(?:src|href)="(ui/[^"]+)"', page.data)
+    for asset in assets:
+        with client.get("/" + asset.decode()) as response:
+            assert response.status_code == 200, asset
 
 
 def test_nothing_is_loaded_from_another_origin():
@@ -30,7 +33,8 @@ def test_nothing_is_loaded_from_another_origin():
 
 
 def test_every_form_control_has_a_label(client):
-    html = client.get("/").get_data(as_text=True)
+    with client.get("/") as page:
+        html = page.get_data(as_text=True)
     controls = set(re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', html))
     labelled = set(re.findall(r'<label for="([^"]+)"', html))
     assert controls and controls <= labelled
@@ -85,6 +89,7 @@ def test_page_shows_the_same_top5_and_version_as_the_api(web_gateway, tmp_path):
         assert page.is_hidden("#result")
 
 
+@pytest.mark.e2e
 @pytest.mark.browser
 def test_page_asks_for_a_key_when_keys_are_on_and_docs_render(gateway_env):
     from tests.support.processes import start_gateway

@@ -14,7 +14,6 @@ from model_server.batching import BatchScheduler, merge_inputs
 from model_server.config import BatchingConfig
 from model_server.errors import InvalidArgument, Unavailable
 from tests.model_server.conftest import TINY_INPUT
-from tests.support.processes import start_model_server
 
 
 class RecordingModel:
@@ -168,8 +167,9 @@ def test_stop_runs_what_is_queued(make_scheduler):
         scheduler.submit("k", rows(1), model)
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(120)
-def test_batching_end_to_end(model_paths, tmp_path):
+def test_batching_end_to_end(model_paths, tmp_path, model_server_factory):
     params = tmp_path / "batching.config"
     params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 20000 }\n"
                       "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 100 }\n")
@@ -178,7 +178,7 @@ def test_batching_end_to_end(model_paths, tmp_path):
     monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }')
     args = ["--enable_batching", f"--batching_parameters_file={params}", "--rest_api_host=127.0.0.1",
             f"--monitoring_config_file={monitoring}"]
-    with start_model_server(model_name="tiny", model_base_path=model_paths["tiny"], extra_args=args) as server:
+    with model_server_factory(model_name="tiny", model_base_path=model_paths["tiny"], extra_args=args) as server:
         url = server.url + "/v1/models/tiny/versions/2:predict"
 
         def call(image):

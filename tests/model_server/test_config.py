@@ -112,6 +112,7 @@ def run_server(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
+@pytest.mark.e2e
 def test_relative_model_base_path_fails_like_the_real_server():
     result = run_server("--rest_api_port=0", "--port=0", "--model_name=m", "--model_base_path=models/m")
     assert result.returncode == 255
@@ -119,6 +120,7 @@ def test_relative_model_base_path_fails_like_the_real_server():
             "got base_path()=models/m") in result.stdout
 
 
+@pytest.mark.e2e
 def test_unknown_flag_fails_like_absl():
     result = run_server("--no_such_flag=1")
     assert result.returncode == 1

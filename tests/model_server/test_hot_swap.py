@@ -15,10 +15,9 @@ import pytest
 import requests
 
 from tests.model_server.conftest import TINY_INPUT
-from tests.support.processes import start_model_server
 from tests.support.tiny_models import export_tiny_classifier
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 SWAP_BUDGET_S = 15.0  # poll interval + load + warm-up, with room for a slow CI machine
 
@@ -31,9 +30,9 @@ def base_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(base_path):
+def server(base_path, model_server_factory):
     args = ["--file_system_poll_wait_seconds=1", "--max_num_load_retries=0", "--rest_api_host=127.0.0.1"]
-    with start_model_server(model_name="tiny", model_base_path=base_path, extra_args=args) as process:
+    with model_server_factory(model_name="tiny", model_base_path=base_path, extra_args=args) as process:
         yield process
 
 

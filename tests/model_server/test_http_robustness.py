@@ -16,18 +16,16 @@ import time
 import pytest
 import requests
 
-from tests.support.processes import start_model_server
-
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 PREDICT = "/v1/models/tiny:predict"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(model_paths):
-    with start_model_server(model_name="tiny", model_base_path=model_paths["tiny"],
-                            extra_args=["--rest_api_host=127.0.0.1"]) as process:
+def server(model_paths, model_server_factory):
+    with model_server_factory(model_name="tiny", model_base_path=model_paths["tiny"],
+                              extra_args=["--rest_api_host=127.0.0.1"]) as process:
         yield process
 
 

@@ -19,7 +19,7 @@ import pytest
 from tests.model_server.conftest import export_simple_save, model_config_text
 from tests.support.processes import REPO_ROOT, free_port
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 EXIT_START_FAILED = 255
 

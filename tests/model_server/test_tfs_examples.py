@@ -15,9 +15,9 @@ import requests
 
 from tests.model_server.conftest import (SIMPLE_SAVE_BIAS, SIMPLE_SAVE_WEIGHTS, export_simple_save, model_config_text,
                                          tfs_model)
-from tests.support.processes import start_model_server, wait_until
+from tests.support.processes import wait_until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 # (method, path, body, documented status, documented answer), from api_rest.md and docker.md.
 DOCUMENTED = [
@@ -38,7 +38,7 @@ DOCUMENTED = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, model_server_factory):
     root = tmp_path_factory.mktemp("tfs")
     export_simple_save(root / "simple_save" / "1")
     models = {"half_plus_two": tfs_model("half_plus_two"),
@@ -47,8 +47,7 @@ def server(tmp_path_factory):
               "simple_save": root / "simple_save"}
     config = root / "models.config"
     config.write_text(model_config_text(models))
-    with start_model_server(extra_args=[f"--model_config_file={config}", "--rest_api_host=127.0.0.1"],
-                            wait_for="half_plus_two") as process:
+    with model_server_factory(extra_args=[f"--model_config_file={config}"], wait_for="half_plus_two") as process:
         for name in models:
             wait_until(process, f"/v1/models/{name}", 60)
         yield process
@@ -114,12 +113,12 @@ def test_tf1_simple_save_model_over_rest(server):
     assert metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]["x"]["name"] == "x:0"
 
 
-def test_config_reload_adds_a_tf1_model(tmp_path):
+def test_config_reload_adds_a_tf1_model(tmp_path, model_server_factory):
     config = tmp_path / "models.config"
     config.write_text(model_config_text({"half_plus_two": tfs_model("half_plus_two")}))
     three = tfs_model("half_plus_three")
-    args = [f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1", "--rest_api_host=127.0.0.1"]
-    with start_model_server(extra_args=args, wait_for="half_plus_two") as server:
+    args = [f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"]
+    with model_server_factory(extra_args=args, wait_for="half_plus_two") as server:
         assert requests.get(server.url + "/v1/models/half_plus_three", timeout=10).status_code == 404
         config.write_text(model_config_text({"half_plus_two": tfs_model("half_plus_two"), "half_plus_three": three}))
         wait_until(server, "/v1/models/half_plus_three", 60)

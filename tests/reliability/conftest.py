@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +34,7 @@ import pytest
 import requests
 from PIL import Image
 
-from scripts.processes import model_server_command
-from tests.support.processes import (ServerProcess, free_port, model_available, spawn, start_gateway,
-                                     wait_until)
+from tests.support.processes import ServerProcess, free_port, model_available, start_gateway, wait_until
 
 MODEL = "tiny"                     # model name on the model server and route on the gateway
 SWAP = "swap"                      # same model; test_hot_swap_under_load exports new versions into it
@@ -99,15 +98,11 @@ class ModelServers:
     main: ServerProcess          # serves MODEL (static), SWAP and VERSIONS (mutated by tests)
     restartable: ServerProcess   # serves MODEL; test_faults SIGKILLs and restarts it on its port
     batching: ServerProcess      # serves MODEL with 1.5 s batch timeout; test_shutdown SIGTERMs it
-    args: dict[str, list[str]]
+    options: dict[str, dict[str, Any]]  # what each was started with: start(**options[key]) restarts it
+    start: Callable[..., ServerProcess]  # the model_server_factory fixture
 
     def base(self, model: str) -> Path:
         return self.root / model
-
-
-def model_server_args(port: int, *extra: str) -> list[str]:
-    """Our model server's command line (never a real one on PATH), polling every second."""
-    return model_server_command(None, None, port, poll_wait_seconds=1, extra_args=extra, real_if_installed=False)
 
 
 def stop_all(servers: list[ServerProcess]) -> None:
@@ -134,7 +129,7 @@ def copy_version(source: Path, base_path: Path, version: int) -> Path:
 
 
 @pytest.fixture(scope="session")
-def launched(tmp_path_factory) -> Iterator[ModelServers]:
+def launched(tmp_path_factory, model_server_factory) -> Iterator[ModelServers]:
     """Spawn every model server FIRST (each imports TensorFlow: many seconds), then export the model
     while they start: a model server with an empty base path simply waits for a version to appear."""
     root = tmp_path_factory.mktemp("reliability")
@@ -151,15 +146,18 @@ def launched(tmp_path_factory) -> Iterator[ModelServers]:
                         % int(BATCH_TIMEOUT_S * 1e6))
     single = (f"--model_name={MODEL}", f"--model_base_path={root / MODEL}")
     ports = {key: free_port() for key in ("main", "restartable", "batching")}
-    args = {
+    extra_args = {
         # No load retries: a broken version is reported END at once instead of after minutes.
-        "main": model_server_args(ports["main"], f"--model_config_file={config}", "--max_num_load_retries=0"),
-        "restartable": model_server_args(ports["restartable"], *single),
-        "batching": model_server_args(ports["batching"], *single, "--enable_batching",
-                                      f"--batching_parameters_file={batching}"),
+        "main": (f"--model_config_file={config}", "--max_num_load_retries=0"),
+        "restartable": single,
+        "batching": (*single, "--enable_batching", f"--batching_parameters_file={batching}"),
     }
-    servers = {key: spawn(args[key], ports[key]) for key in args}
-    launched = ModelServers(root, servers["main"], servers["restartable"], servers["batching"], args)
+    # No waiting here (wait=False): the model is exported below while they start; ``ready`` waits.
+    options = {key: {"port": ports[key], "extra_args": extra_args[key], "poll_wait_seconds": 1, "wait": False}
+               for key in extra_args}
+    servers = {key: model_server_factory(**options[key]) for key in options}
+    launched = ModelServers(root, servers["main"], servers["restartable"], servers["batching"], options,
+                            model_server_factory)
     try:
         export_version(root / MODEL, 1, seed=1)
         for name in (SWAP, VERSIONS):
@@ -283,3 +281,4 @@ def run_clients(n: int, call: Callable[[requests.Session], requests.Response], s
     for thread in threads:
         thread.start()
     return threads, results
+

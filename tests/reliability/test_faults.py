@@ -29,7 +29,7 @@ import requests
 from tests.reliability.conftest import (MODEL, PREDICT, VERSIONS, ModelServers, Stack, assert_gateway_error,
                                         copy_version, gateway_env, predict_ok, ready, run_clients,
                                         write_gateway_models)
-from tests.support.processes import ServerProcess, free_port, spawn, start_gateway
+from tests.support.processes import ServerProcess, free_port, start_gateway
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -150,6 +150,7 @@ def test_probes_answer_while_backends_hang(fault_gateway, good_png):
 # --- the model server dies and comes back ----------------------------------------------------------
 
 # SIGKILL, then a restart on the same port: the SAME gateway process serves again by itself.
+@pytest.mark.e2e
 def test_gateway_recovers_after_model_server_is_killed_and_restarted(fault_gateway, launched, good_png):
     ready(launched.restartable)
     predict_ok(fault_gateway.url, good_png, "restartable")
@@ -161,7 +162,7 @@ def test_gateway_recovers_after_model_server_is_killed_and_restarted(fault_gatew
     assert_gateway_error(response, 503, "model server unavailable for model")
     print(f"\n503 after SIGKILL: {elapsed * 1000:.0f} ms")
 
-    restarted = spawn(launched.args["restartable"], launched.restartable.port)
+    restarted = launched.start(**launched.options["restartable"])
     launched.restartable = restarted  # the session teardown stops this one
     ready(restarted)
     back_at = time.monotonic()

@@ -26,6 +26,7 @@ def test_default_mode_is_a_mode():
     assert DEFAULT_MODE in MODES
 
 
+@pytest.mark.e2e
 def test_contract_imports_nothing_heavy():
     # The gateway and the exporter's --help import it: no TensorFlow, Keras, numpy, Flask.
     code = ("import sys, serving_contract.export, serving_contract.versions, serving_contract.preprocessing; "

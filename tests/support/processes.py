@@ -1,14 +1,16 @@
 """Real server processes for end-to-end tests: 127.0.0.1, ephemeral ports, bounded waits.
 
-Typical use::
+Typical use in a test (``model_server_factory`` is tests/conftest.py's fixture over
+``launch_model_server``; it also stops whatever a test forgot to stop)::
 
-    with start_model_server(model_name="tiny", model_base_path=path) as ms:
+    with model_server_factory(model_name="tiny", model_base_path=path) as ms:
         requests.get(ms.url + "/v1/models/tiny")
     with start_gateway({"MODEL_SERVER_URL": ms.url}) as gw:
         requests.get(gw.url + "/healthz")
 
-Thin wrappers over scripts/processes.py, so the tests start, wait for and stop the servers with
-the same code and command lines as ``make run`` (the gateway with flask_server/gunicorn.conf.py).
+Thin wrappers over
+scripts/processes.py, so the tests start, wait for and stop the servers with the same code and
+command lines as ``make run`` (the gateway with flask_server/gunicorn.conf.py).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import requests
 from scripts.processes import (LOOPBACK, REPO_ROOT, ChildProcess, free_port, gateway_command, model_server_command,
                                model_state, poll_until)
 
-__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "model_available", "spawn", "start_gateway",
-           "start_model_server", "wait_until"]
+__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "launch_model_server", "model_available", "spawn",
+           "start_gateway", "wait_until"]
 
 
 class ServerProcess(ChildProcess):
@@ -40,6 +42,12 @@ class ServerProcess(ChildProcess):
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
 
 def spawn(args: Sequence[str], port: int, env: Mapping[str, str] | None = None,
@@ -65,23 +73,30 @@ def model_available(name: str) -> Callable[[requests.Response], bool]:
     return ok
 
 
-@contextlib.contextmanager
-def start_model_server(model_name: str | None = None, model_base_path: str | Path | None = None,
-                       extra_args: Sequence[str] = (), wait_for: str | None = None,
-                       timeout: float = 90.0, env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
-    """Run ``python -m model_server`` on a free port; wait until ``wait_for`` (default model_name) is AVAILABLE."""
-    port = free_port()
-    # Always our server (the tests are about it), at its own default poll interval (1 s).
-    args = model_server_command(model_name, model_base_path, port, LOOPBACK, poll_wait_seconds=None,
+def launch_model_server(model_name: str | None = None, model_base_path: str | Path | None = None,
+                        extra_args: Sequence[str] = (), wait_for: str | None = None, timeout: float = 90.0,
+                        env: Mapping[str, str] | None = None, port: int | None = None,
+                        poll_wait_seconds: int | None = None, wait: bool = True) -> ServerProcess:
+    """Run ``python -m model_server`` on ``port`` (default: a free one) and return it once ready.
+
+    Ready means ``wait_for`` (default ``model_name``) has a version AVAILABLE; with ``wait=False``,
+    or neither name, it returns at once. ``poll_wait_seconds=None`` keeps the server's default (1 s).
+    A server that fails to become ready is stopped before the error propagates. The result is a
+    context manager that stops the server.
+    """
+    port = port or free_port()
+    # Always our server (the tests are about it), whatever tensorflow_model_server is on PATH.
+    args = model_server_command(model_name, model_base_path, port, LOOPBACK, poll_wait_seconds=poll_wait_seconds,
                                 extra_args=extra_args, real_if_installed=False)
     server = spawn(args, port, env)
     try:
         target = wait_for or model_name
-        if target:
+        if wait and target:
             wait_until(server, f"/v1/models/{target}", timeout, model_available(target))
-        yield server
-    finally:
+    except BaseException:
         server.stop()
+        raise
+    return server
 
 
 @contextlib.contextmanager

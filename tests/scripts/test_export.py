@@ -188,6 +188,7 @@ def test_untrained_warning_is_logged(tmp_path, tiny):
     assert not any("UNTRAINED" in line for line in lines)
 
 
+@pytest.mark.e2e
 def test_if_needed_exports_when_there_is_no_version_or_the_latest_predates_a_signature(tmp_path, tiny, capsys):
     import subprocess
     import sys

@@ -21,7 +21,7 @@ import pytest
 from scripts import download_inceptionv3_model as download
 from scripts.export_saved_model import read_model_info
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "download_inceptionv3_model.py"
 
 
@@ -32,6 +32,7 @@ def run_main(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.e2e
 def test_default_without_network_fails_fast(tmp_path):
     if download._weights_host_reachable(download.WEIGHTS_URL, 3):
         pytest.skip("this machine can reach the weights host; the test is about offline machines")

@@ -15,7 +15,7 @@ from flask_server.model_config import DEFAULT_MODEL_NAME, DEFAULT_ROUTE, load_mo
 from scripts.auto_cmd import DEFAULT_GATEWAY_PORT, GATEWAY_APP, GUNICORN_CONF
 from scripts.export_saved_model import DEFAULT_BASE_PATH
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 TF_SERVING_REST_PORT = 8501  # the official tensorflow/serving image's REST port
 TF_SERVING_IMAGE = "tensorflow/serving"

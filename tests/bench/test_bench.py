@@ -23,6 +23,7 @@ from tests.support.processes import REPO_ROOT
 SMOKE_TIMEOUT = 150
 
 
+@pytest.mark.e2e
 def test_quick_run_measures_every_row_without_errors(tmp_path):
     out, logs = tmp_path / "bench.json", tmp_path / "logs"
     threads = "--tensorflow_intra_op_parallelism=1 --tensorflow_inter_op_parallelism=2"
@@ -82,6 +83,7 @@ def test_budget_line_states_the_target_allowance_and_the_ceiling_of_the_paths_ow
     assert "Ceiling" not in report.throughput_budget(figures)
 
 
+@pytest.mark.e2e
 def test_threads_measures_each_setting_in_its_own_process():
     proc = subprocess.run([sys.executable, "-m", "bench.threads", "--tiny", "--images", "8", "--latency-calls", "4",
                            "--settings", "0x0,1x2", "--callers", "1,2", "--batches", "1"],

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts import auto_cmd, processes
+from scripts import auto_cmd
 from tests.support.processes import REPO_ROOT, free_port
 from tests.support.tiny_models import export_tiny_classifier
 
@@ -53,7 +53,8 @@ class AutoCmd:
                                       stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         for line in self.popen.stdout:
@@ -79,6 +80,10 @@ class AutoCmd:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             self.popen.wait(EXIT_TIMEOUT)
+        self._reader.join(5)  # it reads to EOF, then the pipes can be closed
+        for pipe in (self.popen.stdout, self.popen.stdin):
+            if pipe is not None:
+                pipe.close()
 
 
 def port_closed(port: int) -> bool:
@@ -100,6 +105,7 @@ def check_stopped_cleanly(run: AutoCmd) -> None:
     assert "[model_server] stopped" in run.output() and "[gateway] stopped" in run.output()
 
 
+@pytest.mark.e2e
 def test_runs_until_sigterm_then_stops_both(tiny_model):
     run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
     try:
@@ -119,6 +125,7 @@ def test_runs_until_sigterm_then_stops_both(tiny_model):
         run.kill()
 
 
+@pytest.mark.e2e
 def test_model_server_args_reach_the_model_server(tiny_model, tmp_path):
     # test that flags given to auto_cmd (as `make run MODEL_SERVER_ARGS=...` does) configure the model
     # server it starts: batching with max_batch_size 1 rejects a two-image request, one image passes
@@ -137,6 +144,7 @@ def test_model_server_args_reach_the_model_server(tiny_model, tmp_path):
         run.kill()
 
 
+@pytest.mark.e2e
 def test_sigterm_during_start_up_and_again_while_stopping(tiny_model):
     # test that a stop asked for while the model is still loading unwinds the start-up wait, and that
     # a second SIGTERM while stopping does not abort the clean stop (the handler only sets an event)
@@ -152,6 +160,7 @@ def test_sigterm_during_start_up_and_again_while_stopping(tiny_model):
         run.kill()
 
 
+@pytest.mark.e2e
 def test_q_on_stdin_stops_both(tiny_model):
     run = AutoCmd(*tiny_model, [], stdin=subprocess.PIPE)
     try:
@@ -183,35 +192,3 @@ def test_end_of_input_keeps_running(monkeypatch):
 def test_missing_model_version_fails_fast(tmp_path, capsys):
     assert auto_cmd.main(["--model-base-path", str(tmp_path), "--no-input"]) == 2
     assert "no numeric model version" in capsys.readouterr().err
-
-
-def test_child_dying_during_start_up_reports_its_log():
-    child = processes.ChildProcess("broken", [sys.executable, "-c", "print('boom: bad flag'); raise SystemExit(3)"],
-                                   echo=False)
-    with pytest.raises(processes.ChildDied, match="boom: bad flag"):
-        processes.wait_for_http_ok(f"http://127.0.0.1:{free_port()}/readyz", child, timeout=20)
-    assert child.stop() == 3
-
-
-def test_real_server_gets_a_grpc_port_ours_gets_the_host(monkeypatch):
-    monkeypatch.setattr(processes.shutil, "which", lambda _name: "/usr/bin/tensorflow_model_server")
-    real = processes.model_server_command("m", Path("/models/m"), 9001)
-    assert real[:2] == ["/usr/bin/tensorflow_model_server", "--port=8500"]
-    assert not any(arg.startswith("--rest_api_host") for arg in real)
-    monkeypatch.setattr(processes.shutil, "which", lambda _name: None)
-    ours = processes.model_server_command("m", Path("/models/m"), 9001, host="0.0.0.0")
-    assert ours[1:4] == ["-m", "model_server", "--port=0"] and "--rest_api_host=0.0.0.0" in ours
-    assert "--model_base_path=/models/m" in ours and "--rest_api_port=9001" in ours
-    # test that the tests' choice (real_if_installed=False) is our server even when the real one is installed
-    monkeypatch.setattr(processes.shutil, "which", lambda _name: "/usr/bin/tensorflow_model_server")
-    tests_own = processes.model_server_command(None, None, 9001, poll_wait_seconds=None, real_if_installed=False)
-    assert tests_own[1:3] == ["-m", "model_server"]
-    assert not any(arg.startswith(("--model_name", "--model_base_path", "--file_system_poll")) for arg in tests_own)
-
-
-def test_gateway_command_runs_the_production_config():
-    args = processes.gateway_command("127.0.0.1:1234", workers=1, threads=2, extra_args=["--log-level", "debug"])
-    assert args[args.index("--config") + 1] == str(processes.GUNICORN_CONF)
-    assert args[args.index("--bind") + 1] == "127.0.0.1:1234"
-    assert args[args.index("--workers") + 1] == "1" and args[args.index("--threads") + 1] == "2"
-    assert args[-3:] == ["--log-level", "debug", processes.GATEWAY_APP]

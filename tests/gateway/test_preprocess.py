@@ -20,7 +20,7 @@ from PIL import Image
 from flask_server.preprocess import (ImageDecodeError, ImageTooLargeError, decode_image, load_and_preprocess,
                                      load_pixels, preprocess, scale)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEST_IMAGES = REPO / "test_images"
 PHOTOS = sorted(p for p in TEST_IMAGES.iterdir() if p.suffix in (".jpg", ".png"))
 SIZE = (299, 299)
@@ -268,6 +268,7 @@ def test_max_pixels_checked_before_decoding():
     assert decode_image(data, max_pixels=1411 * 1411).size == (1411, 1411)
 
 
+@pytest.mark.e2e
 def test_gateway_modules_import_without_tensorflow():
     code = ("import flask_server.preprocess, flask_server.labels, sys; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
