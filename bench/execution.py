@@ -8,7 +8,10 @@ build has TensorFlow's own kernels). This measures both choices against the benc
 * four bare processes (``bench.bare_model``): function or Session, oneDNN on or off, batch-1
   ``serving_default`` calls timed inside the process;
 * two model servers (``serving_uint8`` over REST, the client decoding and resizing the image as in
-  ``make bench``'s ``model server`` row): oneDNN on (the default) and off.
+  ``make bench``'s ``model server`` row): oneDNN on (the default) and off;
+* with ``--baseline DIR``, a third: the model server of another checkout of this project (e.g. one
+  from before the Session, ``git worktree add /tmp/before <commit>``), to compare served/floor ratios
+  before and after a change in one run.
 
 All rows take turns (``bench.load.run_round_robin``: one untimed call, then a burst of timed ones),
 so they share the same moments of machine load. The table gives p50/p99 and each p50 over the floor.
@@ -17,6 +20,7 @@ Typical usage::
 
     python -m bench.execution                    # InceptionV3 (untrained weights: same speed), ~3 min
     python -m bench.execution --requests 40 --tiny   # smoke run
+    python -m bench.execution --baseline /tmp/before # also the model server of that checkout
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from bench.paths import model_server_send
 from bench.servers import bare_process, bare_send, model_server
 from bench.stats import percentile
 from model_server.servable import ONEDNN_ENV
+from scripts.processes import REPO_ROOT
 from serving_contract.export import DEFAULT_MODEL_NAME
 
 FLOOR = "bare: function, oneDNN on (TF defaults)"
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a tiny model instead of InceptionV3 (smoke run)")
     parser.add_argument("--requests", type=int, default=120, help="timed calls per row (default %(default)s)")
     parser.add_argument("--time-limit", type=float, default=600.0, help="stop measuring after this many seconds")
+    parser.add_argument("--baseline", type=Path, help="also run the model server of this other checkout")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-execution-") as tmp, contextlib.ExitStack() as stack:
@@ -84,10 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             bare = stack.enter_context(bare_process(version_dir, extra_args=("--executor", executor),
                                                     env={ONEDNN_ENV: onednn}))
             sends[name] = bare_send(bare)
-        for name, onednn in SERVER_ROWS.items():
+        servers = [(name, {ONEDNN_ENV: onednn}, REPO_ROOT) for name, onednn in SERVER_ROWS.items()]
+        if args.baseline:
+            servers.append(("model server of the --baseline checkout (TF defaults), serving_uint8", {}, args.baseline))
+        for name, env, checkout in servers:
             print(f"starting {name} ...", file=sys.stderr)
             server = stack.enter_context(model_server(name, DEFAULT_MODEL_NAME, base_path.resolve(), work,
-                                                      extra_env={ONEDNN_ENV: onednn}))
+                                                      extra_env=env, cwd=checkout.resolve()))
             sends[name] = model_server_send(server.url, DEFAULT_MODEL_NAME, images, size)
         print("measuring ...", file=sys.stderr)
         results = run_round_robin(sends, dict.fromkeys(sends, args.requests), args.time_limit, warmup=3)

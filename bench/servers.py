@@ -66,9 +66,10 @@ class RunningServer:
 @contextlib.contextmanager
 def model_server(name: str, model_name: str, base_path: Path, log_dir: Path, batching: bool = False,
                  wait: bool = True, extra_args: Sequence[str] = (),
-                 extra_env: dict[str, str] | None = None) -> Iterator[RunningServer]:
+                 extra_env: dict[str, str] | None = None, cwd: Path = REPO_ROOT) -> Iterator[RunningServer]:
     """Run the model server (optionally with ``--enable_batching``, then ``extra_args``, in an
-    environment with ``extra_env`` added); with ``wait``, until AVAILABLE."""
+    environment with ``extra_env`` added; ``cwd``: the checkout whose ``model_server`` runs); with
+    ``wait``, until AVAILABLE."""
     port = free_port()
     extra: Sequence[str] = ()
     if batching:
@@ -78,7 +79,7 @@ def model_server(name: str, model_name: str, base_path: Path, log_dir: Path, bat
     extra = (*extra, *extra_args)
     args = model_server_command(model_name, base_path, port, HOST, extra_args=extra)
     with _serve(name, args, port, log_dir, wait,
-                lambda url, child: wait_for_model(url, model_name, child, STARTUP_TIMEOUT), extra_env) as server:
+                lambda url, child: wait_for_model(url, model_name, child, STARTUP_TIMEOUT), extra_env, cwd) as server:
         yield server
 
 
@@ -104,9 +105,10 @@ def gateway(name: str, model_server_url: str, log_dir: Path, workers: int | None
 @contextlib.contextmanager
 def _serve(name: str, args: Sequence[str], port: int, log_dir: Path, wait: bool,
            ready: Callable[[str, ChildProcess], float],
-           env: dict[str, str] | None = None) -> Iterator[RunningServer]:
-    """Run ``args`` logging to ``log_dir``; ``ready(url, child)`` blocks until it serves; stop it at the end."""
-    child = ChildProcess(name, args, env=env, echo=False, log_path=log_dir / f"{name.replace(' ', '_')}.log")
+           env: dict[str, str] | None = None, cwd: Path = REPO_ROOT) -> Iterator[RunningServer]:
+    """Run ``args`` in ``cwd`` logging to ``log_dir``; ``ready(url, child)`` blocks until it serves; stop it
+    at the end."""
+    child = ChildProcess(name, args, env=env, echo=False, log_path=log_dir / f"{name.replace(' ', '_')}.log", cwd=cwd)
     url = f"http://{HOST}:{port}"
     server = RunningServer(name, child, url, lambda: ready(url, child))
     try:

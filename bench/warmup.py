@@ -5,8 +5,9 @@ base path. Each round copies the exported version in as the next version twice: 
 (with ``assets.extra/tf_serving_warmup_requests``, replayed before the version is AVAILABLE) and
 once with that file removed. As soon as the new version is AVAILABLE, the first ``serving_uint8``
 request to it is timed, then a few more (the steady state); the request body (one photo, decoded and
-resized) is encoded beforehand, so the times are the server's part plus the local HTTP round trip. Rounds alternate the order, so both
-kinds share the machine's moments. The table gives medians over rounds and the ratios.
+resized) is encoded beforehand, so the times are the server's part plus the local HTTP round trip.
+Rounds alternate the order, so both kinds share the machine's moments. The table gives medians over
+rounds and the ratios.
 
 Typical usage::
 
