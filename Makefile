@@ -17,10 +17,10 @@ run: venv model
 test: venv system-deps
 	$(PY) -m pytest
 
-# Unit and handler-level tests only, under a minute: no process, no real server, no InceptionV3,
-# no browser (tests that start one are marked e2e; tests/conftest.py fails a test that forgets).
+# Unit and handler-level tests only, under a minute: no process, no real server, no InceptionV3 or
+# other full-size network, no browser (tests that start one are marked e2e; tests/conftest.py fails a test that forgets).
 test-fast: venv
-	$(PY) -m pytest -m "not e2e and not inception and not browser"
+	$(PY) -m pytest -m "not e2e and not inception and not applications and not browser"
 
 # No system-deps: the benchmark needs neither Redis nor Chromium.
 bench: venv

@@ -64,11 +64,11 @@ def test_bad_files_name_the_file_and_key(tmp_path, text, message):
 
 
 def test_every_exported_signature_has_gateway_defaults():
-    # test that a signature added to the export contract cannot go without an input format here
+    # test that a probabilities signature added to the export contract cannot go without an input format here
     from flask_server import model_config as models
     from serving_contract import export
 
-    assert set(models.KNOWN_SIGNATURES) == set(export.SIGNATURES)
+    assert set(models.KNOWN_SIGNATURES) == set(export.PROBABILITIES_SIGNATURES)
     assert models.DEFAULT_SIGNATURE in export.SIGNATURES
     assert export.SERVING_BYTES.endswith(models.BYTES_SUFFIX)
 

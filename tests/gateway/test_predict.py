@@ -15,6 +15,7 @@ import pytest
 from flask_server.app import create_app
 from flask_server.model_config import UNTRAINED_WARNING
 from flask_server.preprocess import load_and_preprocess
+from serving_contract.export import SIGNATURES
 from tests.gateway.conftest import (STABLE_LABEL, TINY, TINY_1000, TINY_1000_SIZE, TINY_LABELS, TINY_SIZE,
                                     assert_error, image_bytes)
 
@@ -206,7 +207,7 @@ def test_signature_missing_from_the_export_is_a_502_naming_the_key(make_app, mod
     config.write_text(f'[models.old]\nmodel_name = "{TINY_1000}"\nsignature = "serving_gone"\ninput_size = [48, 48]\n')
     client = make_app(MODEL_SERVER_URL=model_server.url, MODELS_CONFIG=str(config)).test_client()
     assert_error(client.post("/v1/models/old/predict", data=png, content_type="image/png"), 502,
-                 "has no signature 'serving_gone' (it has serving_bytes, serving_default, serving_uint8); export "
+                 f"has no signature 'serving_gone' (it has {', '.join(sorted(SIGNATURES))}); export "
                  "it again with scripts/export_saved_model.py or set models.old.signature")
 
 

@@ -45,7 +45,7 @@ def images():
 # -- load and signatures -------------------------------------------------------------------------
 
 def test_signatures_come_from_the_signature_defs(tiny):
-    assert set(tiny.signatures) == {"serving_default", "serving_bytes", "serving_uint8"}
+    assert set(tiny.signatures) == {"serving_default", "serving_bytes", "serving_uint8", "serving_topk"}
     default = tiny.signatures["serving_default"]
     assert isinstance(default, Signature) and default.method_name == "tensorflow/serving/predict"
     assert {key: (spec.dtype, spec.shape) for key, spec in default.inputs.items()} == {
@@ -53,6 +53,12 @@ def test_signatures_come_from_the_signature_defs(tiny):
     assert {key: (spec.dtype, spec.shape) for key, spec in default.outputs.items()} == {
         "probabilities": ("DT_FLOAT", (None, CLASSES))}
     assert tiny.signatures["serving_bytes"].inputs["pixels_bytes"].dtype == "DT_STRING"
+    topk = tiny.signatures["serving_topk"]
+    assert {key: (spec.dtype, spec.shape) for key, spec in topk.inputs.items()} == {
+        "pixels_bytes": ("DT_STRING", (None,)), "k": ("DT_INT32", (None,))}
+    assert {key: (spec.dtype, spec.shape) for key, spec in topk.outputs.items()} == {
+        "scores": ("DT_FLOAT", (None, None)), "class_index": ("DT_INT32", (None, None)),
+        "class_id": ("DT_STRING", (None, None)), "class_label": ("DT_STRING", (None, None))}
 
 
 def test_tf1_export_keeps_its_method_names(half_plus_two):

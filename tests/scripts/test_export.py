@@ -12,9 +12,9 @@ import pytest
 from scripts import export_saved_model as export
 from scripts.export_saved_model import ExportError, export_keras_model
 from flask_server.preprocess import scale
-from serving_contract.export import (EXPORT_INFO_PATH, INPUT_IMAGE, INPUT_PIXELS_BYTES, OUTPUT_PROBABILITIES,
-                                     SERVING_BYTES, SERVING_DEFAULT, SERVING_UINT8, SIGNATURES, UNTRAINED_WEIGHTS,
-                                     WARMUP_REQUESTS_PATH)
+from serving_contract.export import (CUSTOM_MODEL, EXPORT_INFO_PATH, INPUT_IMAGE, INPUT_PIXELS_BYTES,
+                                     OUTPUT_PROBABILITIES, SERVING_BYTES, SERVING_DEFAULT, SERVING_TOPK, SERVING_UINT8,
+                                     SIGNATURES, UNTRAINED_WEIGHTS, WARMUP_REQUESTS_PATH)
 from serving_contract.preprocessing import MODES
 from serving_contract.versions import is_version_name, list_versions
 from tests.support.tiny_models import build_tiny_classifier, export_tiny_classifier
@@ -173,7 +173,7 @@ def test_export_info(exported):
     model, target = exported
     info = json.loads((target / EXPORT_INFO_PATH).read_text())
     assert info["weights"] == UNTRAINED_WEIGHTS
-    assert info["model"] == model.name and info["preprocessing"] == "tf"
+    assert info["model"] == CUSTOM_MODEL and info["preprocessing"] == "tf"  # "tiny" is no keras.applications name
     assert info["input_size"] == [32, 32] and info["channels"] == 3 and info["classes"] == 10
     assert set(info["signatures"]) == set(SIGNATURES)
     assert time.strptime(info["exported_at"], "%Y-%m-%dT%H:%M:%SZ")
@@ -210,15 +210,22 @@ def test_if_needed_exports_when_there_is_no_version_or_the_latest_predates_a_sig
     del info["signatures"][SERVING_UINT8]
     info_path.write_text(json.dumps(info))
     assert export.main(args) == 0 and list_versions(base) == [1, 2]
-    assert "version 1 was exported without serving_uint8" in capsys.readouterr().out
+    assert "version 1 was exported without serving_uint8 (the gateway calls" in capsys.readouterr().out
+    # An export from before serving_topk (labels inside the export) existed is outdated too.
+    info_path = base / "2" / EXPORT_INFO_PATH
+    info = json.loads(info_path.read_text())
+    del info["signatures"][SERVING_TOPK]
+    info_path.write_text(json.dumps(info))
+    assert export.main(args) == 0 and list_versions(base) == [1, 2, 3]
+    assert "version 2 was exported without serving_topk\n" in capsys.readouterr().out
     # An export from before the one a Session can run (it came with the warm-up file): exported again.
-    (base / "2" / WARMUP_REQUESTS_PATH).unlink()
-    assert export.main(args) == 0 and list_versions(base) == [1, 2, 3]
-    assert "version 2 was exported by an older exporter" in capsys.readouterr().out
-    # A SavedModel without our export_info is someone else's: it is not replaced.
-    (base / "3" / EXPORT_INFO_PATH).unlink()
     (base / "3" / WARMUP_REQUESTS_PATH).unlink()
-    assert export.main(args) == 0 and list_versions(base) == [1, 2, 3]
+    assert export.main(args) == 0 and list_versions(base) == [1, 2, 3, 4]
+    assert "version 3 was exported by an older exporter" in capsys.readouterr().out
+    # A SavedModel without our export_info is someone else's: it is not replaced.
+    (base / "4" / EXPORT_INFO_PATH).unlink()
+    (base / "4" / WARMUP_REQUESTS_PATH).unlink()
+    assert export.main(args) == 0 and list_versions(base) == [1, 2, 3, 4]
 
 
 def test_command_line(tmp_path, tiny, capsys):
@@ -232,7 +239,7 @@ def test_command_line(tmp_path, tiny, capsys):
     assert "--force" in capsys.readouterr().err
     assert export.main(["--model", str(model_path), "--base-path", str(base), "--version", "1", "--force"]) == 0
     assert export.main(["--model", str(tmp_path / "missing.keras"), "--base-path", str(base)]) == 2
-    assert "download_inceptionv3_model.py" in capsys.readouterr().err
+    assert "download_model.py" in capsys.readouterr().err
 
 
 @pytest.mark.inception
@@ -250,3 +257,29 @@ def test_inception_export_size_and_time(tmp_path, record_property):
     print(f"\nInceptionV3 export: {size_mb:.1f} MB in {seconds:.1f} s")
     # Variables stored once (~96 MB of float32 weights); Keras' model.export() would store ~2x.
     assert 80 < size_mb < 130
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("InceptionV3", "InceptionV3"),
+    ("inception_v3", "InceptionV3"),  # what download_inceptionv3_model.py's sidecars used to record
+    ("convnext_tiny", "ConvNeXtTiny"),  # Keras' own model.name
+    ("tiny", "custom"),
+    (None, "custom"),
+])
+def test_model_name_is_a_keras_applications_name_or_custom(name, expected):
+    assert export.model_name(name) == expected
+
+
+@pytest.mark.parametrize("sidecar, flag, expected", [
+    ({}, None, {"model": "custom", "preprocessing": "tf", "weights": "unknown"}),
+    ({}, "none", {"model": "custom", "preprocessing": "none", "weights": "unknown"}),
+    ({"model": "DenseNet121", "weights": "imagenet"}, None,  # no mode recorded: the table's
+     {"model": "DenseNet121", "preprocessing": "torch", "weights": "imagenet"}),
+    ({"model": "ResNet50", "preprocessing": "caffe", "weights": "untrained", "input_size": [224, 224]}, None,
+     {"model": "ResNet50", "preprocessing": "caffe", "weights": "untrained", "input_size": [224, 224]}),
+    ({"model": "ResNet50", "preprocessing": "caffe"}, "tf", {"model": "ResNet50", "preprocessing": "tf",
+                                                            "weights": "unknown"}),
+])
+def test_export_info_from_sidecar_and_preprocessing_flag(sidecar, flag, expected, capsys):
+    assert export.export_info_from(sidecar, flag) == expected
+    assert ("overrides the sidecar's caffe" in capsys.readouterr().out) == (flag == "tf")
