@@ -21,8 +21,9 @@ Signatures (``[batch]`` everywhere, so TF Serving's row format works for each):
 output order, see ``serving_contract.labels``), ``classes``, the signatures, and ``weights``: where
 the weights came from; ``untrained`` there means random weights, whose predictions are meaningless.
 The class names are also the SavedModel asset ``assets/labels.txt``: one class a line in output
-order, ``label`` where id and label are equal, else ``id<TAB>label`` (``serving_contract.labels``). ``assets.extra/tf_serving_warmup_requests`` holds one
-request per signature, replayed at load by TF Serving and our model server.
+order, ``label`` where id and label are equal, else ``id<TAB>label`` (``serving_contract.labels``).
+``assets.extra/tf_serving_warmup_requests`` holds one request per signature, replayed at load by
+TF Serving and our model server (``model_server.warmup`` owns that format).
 """
 from __future__ import annotations
 
