@@ -5,13 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MODEL_BASE_PATH ?= $(CURDIR)/my_image_classifier
 KERAS_MODEL := scripts/inception.keras
+GRPC_PORT ?= 8500
 
 .PHONY: run test test-fast bench loadtest model export system-deps venv clean
 
-# Both servers up on 127.0.0.1 (model server :9000, gateway :5000), ready for a sample request.
-# MODEL_SERVER_ARGS="--enable_batching ..." adds model server flags (scripts/auto_cmd.py reads it).
+# Both servers up on 127.0.0.1 (model server REST :9000 and gRPC :$(GRPC_PORT), gateway :5000), ready
+# for a sample request. MODEL_SERVER_ARGS="--enable_batching ..." adds model server flags
+# (scripts/auto_cmd.py reads it); GRPC_PORT=0 turns gRPC off.
 run: venv model
-	$(PY) scripts/auto_cmd.py --model-base-path $(MODEL_BASE_PATH)
+	$(PY) scripts/auto_cmd.py --model-base-path $(MODEL_BASE_PATH) --grpc-port $(GRPC_PORT)
 
 # The whole test suite (what .ci/run calls).
 test: venv system-deps

@@ -5,7 +5,7 @@ multi-model list comes from the TOML file named by ``MODELS_CONFIG`` (see ``mode
 
 | variable | default | meaning |
 |---|---|---|
-| MODEL_SERVER_URL | http://127.0.0.1:9000 | TF Serving REST base URL for models that name none |
+| MODEL_SERVER_URL | http://127.0.0.1:9000 | TF Serving REST base URL for models that name none (grpc://host:port: its gRPC API) |
 | MODELS_CONFIG | (unset) | path of the multi-model TOML file; unset means the built-in default |
 | GATEWAY_MAX_BODY_BYTES | 10485760 | largest request body (413 above) |
 | GATEWAY_MAX_IMAGE_PIXELS | 40000000 | largest decoded image, width x height (400 above) |
@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 DEFAULT_MODEL_SERVER_URL = "http://127.0.0.1:9000"
+GRPC_URL_SCHEME = "grpc://"  # a model server URL with it is called over TF Serving's gRPC API
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_MAX_BATCH_SIZE = 16
@@ -114,8 +115,9 @@ class GatewayConfig:
                 raise ConfigError(f"{_ENV_NAMES[name]} must be positive, got {getattr(self, name)}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"GATEWAY_LOG_FORMAT must be 'text' or 'json', got {self.log_format!r}")
-        if not self.model_server_url.startswith(("http://", "https://")):
-            raise ConfigError(f"MODEL_SERVER_URL must be an http(s) URL, got {self.model_server_url!r}")
+        if not self.model_server_url.startswith(("http://", "https://", GRPC_URL_SCHEME)):
+            raise ConfigError(f"MODEL_SERVER_URL must be an http(s) URL or grpc://host:port, "
+                              f"got {self.model_server_url!r}")
 
 
 _ENV_NAMES = {

@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from flask_server.config import ConfigError, GatewayConfig
+from flask_server.config import GRPC_URL_SCHEME, ConfigError, GatewayConfig
 from flask_server.labels import IMAGENET
 from flask_server.preprocess import INTERPOLATIONS
 from serving_contract.export import (DEFAULT_MODEL_NAME, INPUT_IMAGE, INPUT_PIXELS_BYTES, SERVING_BYTES,
@@ -50,6 +50,10 @@ KNOWN_SIGNATURES = {
 # Other signatures whose name ends in this take raw float32 bytes; the rest take float JSON.
 BYTES_SUFFIX = "_bytes"
 UNTRAINED_WARNING = "model has untrained weights: predictions are meaningless"
+# How the gateway talks to a model server: TF Serving's REST API, or its gRPC API (grpc_transport.py).
+PROTOCOL_REST = "rest"
+PROTOCOL_GRPC = "grpc"
+PROTOCOLS = (PROTOCOL_REST, PROTOCOL_GRPC)
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -60,6 +64,7 @@ class ModelSpec:
 
     route: str
     model_server_url: str
+    protocol: str = PROTOCOL_REST
     model_name: str = DEFAULT_MODEL_NAME
     version: int | None = None
     version_label: str | None = None
@@ -76,7 +81,8 @@ class ModelSpec:
 
 # TOML key -> (python type check, description used in error messages)
 _KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "model_server_url": (str, "an http(s) URL"),
+    "model_server_url": (str, "an http(s) URL, or grpc://host:port with protocol = \"grpc\""),
+    "protocol": (str, f"one of {', '.join(PROTOCOLS)}"),
     "model_name": (str, "a model name"),
     "version": (int, "a non-negative integer"),
     "version_label": (str, "a version label"),
@@ -93,8 +99,9 @@ _KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
 
 
 def default_specs(config: GatewayConfig) -> dict[str, ModelSpec]:
-    """The single built-in route used when ``MODELS_CONFIG`` is unset."""
-    return {DEFAULT_ROUTE: ModelSpec(route=DEFAULT_ROUTE, model_server_url=config.model_server_url)}
+    """The single built-in route used when ``MODELS_CONFIG`` is unset (gRPC when MODEL_SERVER_URL is grpc://)."""
+    url = config.model_server_url
+    return {DEFAULT_ROUTE: ModelSpec(route=DEFAULT_ROUTE, model_server_url=url, protocol=protocol_of(url))}
 
 
 def load_model_specs(config: GatewayConfig) -> dict[str, ModelSpec]:
@@ -134,6 +141,7 @@ def spec_from_table(route: str, table: Any, source: Path, default_url: str) -> M
     values.setdefault("input_format", input_format)
     values.setdefault("input_name", input_name)
     values.setdefault("model_server_url", default_url)
+    values.setdefault("protocol", protocol_of(values["model_server_url"]))
     if "input_size" in values:
         values["input_size"] = tuple(values["input_size"])
     labels = values.get("labels", IMAGENET)
@@ -147,6 +155,11 @@ def spec_from_table(route: str, table: Any, source: Path, default_url: str) -> M
     return spec
 
 
+def protocol_of(model_server_url: str) -> str:
+    """The protocol a URL implies when the config names none: gRPC for ``grpc://``, else REST."""
+    return PROTOCOL_GRPC if model_server_url.startswith(GRPC_URL_SCHEME) else PROTOCOL_REST
+
+
 def signature_defaults(signature: str) -> tuple[str, str]:
     """(input_format, input_name) a signature takes unless the config says otherwise."""
     if signature in KNOWN_SIGNATURES:
@@ -158,7 +171,11 @@ def signature_defaults(signature: str) -> tuple[str, str]:
 
 def _check_spec(spec: ModelSpec) -> tuple[str, str] | None:
     """(key, message) for the first invalid value of ``spec``, or None."""
-    if not spec.model_server_url.startswith(("http://", "https://")):
+    if spec.protocol not in PROTOCOLS:
+        return "protocol", f"expected one of {', '.join(PROTOCOLS)}, got {spec.protocol!r}"
+    if spec.protocol == PROTOCOL_GRPC and not spec.model_server_url.startswith(GRPC_URL_SCHEME):
+        return "model_server_url", f"expected grpc://host:port with protocol = \"grpc\", got {spec.model_server_url!r}"
+    if spec.protocol == PROTOCOL_REST and not spec.model_server_url.startswith(("http://", "https://")):
         return "model_server_url", f"expected an http(s) URL, got {spec.model_server_url!r}"
     for key in ("model_name", "signature", "input_name"):
         if not _ROUTE_NAME.fullmatch(getattr(spec, key)):

@@ -16,7 +16,7 @@ from flask_server.backend import ModelServerClient
 from flask_server.config import ConfigError, GatewayConfig
 from flask_server.errors import ModelNotFound
 from flask_server.labels import Label, LabelsError, load_labels
-from flask_server.model_config import ModelSpec, load_model_specs
+from flask_server.model_config import PROTOCOL_GRPC, ModelSpec, load_model_specs
 from flask_server.served_model import ServedModel
 from flask_server.transport import ModelServerTransport
 
@@ -26,9 +26,13 @@ _EXTENSION_KEY = "flask_server.registry"
 def open_transport(spec: ModelSpec, config: GatewayConfig) -> ModelServerTransport:
     """The transport to ``spec.model_server_url``, with the gateway's timeouts and pool size.
 
-    REST (``backend.ModelServerClient``) is the only transport today; a gRPC or KServe v2 transport
-    (``transport.ModelServerTransport``) is chosen here, from the spec.
+    TF Serving's REST API (``backend.ModelServerClient``) unless the spec says ``protocol = "grpc"``
+    (``grpc_transport.GrpcTransport``, imported only then).
     """
+    if spec.protocol == PROTOCOL_GRPC:
+        from flask_server.grpc_transport import GrpcTransport
+
+        return GrpcTransport.from_config(spec.model_server_url, config)
     return ModelServerClient.from_config(spec.model_server_url, config)
 
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from flask_server.errors import BadModelServerReply, ModelNotAvailable, quote_reply
 from flask_server.transport import ModelServerTransport
+from serving_contract.export import EXPORT_INFO_METADATA_KEY
 
 STATUS_TTL = 1.0
 # TF Serving's version states (ModelVersionStatus.State); the gateway reports UNAVAILABLE for a
@@ -120,7 +121,7 @@ class VersionTracker:
 
 def _export_info(metadata: dict[str, Any]) -> dict[str, Any]:
     """``metadata.export_info`` (our model server's extension); {} from tensorflow_model_server."""
-    info = (metadata.get("metadata") or {}).get("export_info") if isinstance(metadata, dict) else None
+    info = (metadata.get("metadata") or {}).get(EXPORT_INFO_METADATA_KEY) if isinstance(metadata, dict) else None
     return info if isinstance(info, dict) else {}
 
 

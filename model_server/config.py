@@ -53,12 +53,20 @@ class FlagSpec:
 
 
 FLAGS: tuple[FlagSpec, ...] = (
-    FlagSpec("port", int, 8500, "TCP port for gRPC. Accepted for compatibility; gRPC is not served. "
-                                "Disabled if set to zero."),
+    FlagSpec("port", int, 8500, "TCP port to listen on for gRPC API (TF Serving's PredictionService and "
+                                "ModelService). Disabled if port set to zero."),
+    FlagSpec("grpc_socket_path", str, "", "If non-empty, listen to a UNIX socket for gRPC API on the given path. "
+                                          "Can be either relative or absolute path."),
+    FlagSpec("grpc_channel_arguments", str, "", "A comma separated list of arguments to be passed to the grpc "
+                                                "server. (e.g. grpc.max_connection_age_ms=2000)"),
+    FlagSpec("grpc_max_threads", int, 4 * (os.cpu_count() or 1),
+             "Max grpc server threads to handle grpc messages."),
+    FlagSpec("enable_serialization_as_tensor_content", bool, False,
+             "Enable serialization of predict response as tensor content (instead of the typed value fields)."),
     FlagSpec("rest_api_port", int, 0, "Port to listen on for HTTP/REST API. If set to zero HTTP/REST API "
                                       "will not be exported. This port must be different than --port."),
-    FlagSpec("rest_api_host", str, "0.0.0.0", "Address to bind the HTTP/REST API to (extension; the real "
-                                              "server always binds all interfaces)."),
+    FlagSpec("rest_api_host", str, "0.0.0.0", "Address to bind the HTTP/REST API and the gRPC port to "
+                                              "(extension; the real server always binds all interfaces)."),
     FlagSpec("rest_api_num_threads", int, 4 * (os.cpu_count() or 1),
              "Number of threads running model calls for HTTP/REST API requests."),
     FlagSpec("rest_api_timeout_in_ms", int, 30000, "Timeout for HTTP/REST API calls."),
@@ -104,6 +112,10 @@ class ServerConfig:
     """Every flag of ``python -m model_server``, with tensorflow_model_server's defaults."""
 
     port: int = 8500
+    grpc_socket_path: str = ""
+    grpc_channel_arguments: str = ""
+    grpc_max_threads: int = 4 * (os.cpu_count() or 1)
+    enable_serialization_as_tensor_content: bool = False
     rest_api_port: int = 0
     rest_api_host: str = "0.0.0.0"
     rest_api_num_threads: int = 4 * (os.cpu_count() or 1)
@@ -188,6 +200,26 @@ def parse_flags(argv: list[str]) -> ServerConfig:
             index += 1
         values[name] = _convert(spec, value)
     return ServerConfig(**values)
+
+
+def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """``--grpc_channel_arguments`` as gRPC options, like server.cc's parseGrpcChannelArgs.
+
+    ``key=value`` pairs separated by commas; a value that parses as a 32-bit integer is passed as
+    an int, anything else as a string. Raises ConfigError for an entry without ``=``.
+    """
+    options: list[tuple[str, int | str]] = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        key, has_value, value = entry.partition("=")
+        if not has_value or not key:
+            raise ConfigError(f"Invalid --grpc_channel_arguments entry {entry!r}: expected key=value")
+        try:
+            number = int(value, 10)
+        except ValueError:
+            options.append((key, value))
+            continue
+        options.append((key, number if -2**31 <= number < 2**31 else value))
+    return options
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +366,15 @@ def _version_policy(proto) -> VersionPolicy:
 
 def parse_model_config_text(path: str) -> list[ModelConfig]:
     """Read a ModelServerConfig text proto and return its ``model_config_list`` entries."""
-    proto = _read_text_proto(path, "ModelServerConfig")
+    return model_configs_from_proto(_read_text_proto(path, "ModelServerConfig"))
+
+
+def model_configs_from_proto(proto) -> list[ModelConfig]:
+    """The ``model_config_list`` entries of a ModelServerConfig message.
+
+    Takes our schema's message or TF Serving's own ``tensorflow.serving.ModelServerConfig`` (the
+    gRPC ReloadConfigRequest carries one): both have the same field names.
+    """
     models = []
     for entry in proto.model_config_list.config:
         models.append(ModelConfig(

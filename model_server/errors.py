@@ -159,6 +159,12 @@ class Unauthenticated(ServingError):
     code = "UNAUTHENTICATED"
 
 
+def error_for_code(code: str, message: str) -> ServingError:
+    """The ServingError subclass for a canonical code name (UNKNOWN for a name it does not know)."""
+    classes = {cls.code: cls for cls in ServingError.__subclasses__()}
+    return classes.get(code, Unknown)(message)
+
+
 def error_body(exc: ServingError) -> bytes:
     """JSON body ``{"error": "<message>"}`` TF Serving sends with an error status."""
     return error_json(exc.message)

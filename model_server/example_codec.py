@@ -20,6 +20,7 @@ from model_server.json_text import (decode_base64_object, is_base64_object, json
                                     parse_json_object, read_signature_name, write_json)
 from model_server.predict_codec import tensor_json_value
 from model_server.tensor_types import enum_name_of, shape_string
+from serving_contract.protobuf_wire import len_field, varint
 
 # JSON keys, named as in json_tensor.cc.
 kClassifyRegressRequestContextKey = "context"
@@ -42,7 +43,6 @@ _MAP_ENTRY_KEY = 1
 _MAP_ENTRY_VALUE = 2
 _FEATURE_FIELD_BY_KIND = {KIND_BYTES: 1, KIND_FLOAT: 2, KIND_INT64: 3}
 _LIST_VALUE = 1
-_WIRE_LEN = 2
 
 # feature name -> (kind, values); kind None is an empty feature (from "[]").
 Features = dict[str, tuple[str | None, list]]
@@ -100,50 +100,36 @@ def check_example(obj: object) -> Features:
 # ----------------------------------------------------------------- wire format
 
 
-def _varint(value: int) -> bytes:
-    value &= 0xFFFFFFFFFFFFFFFF  # negative int64 -> ten-byte two's complement
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _len_field(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | _WIRE_LEN) + _varint(len(payload)) + payload
-
-
 def _list_payload(kind: str, values: list) -> bytes:
     if kind == KIND_BYTES:
-        return b"".join(_len_field(_LIST_VALUE, v) for v in values)
+        return b"".join(len_field(_LIST_VALUE, v) for v in values)
     if not values:
         return b""
     if kind == KIND_FLOAT:
         with np.errstate(over="ignore"):
             packed = np.asarray(values, dtype=np.float64).astype("<f4").tobytes()
     else:
-        packed = b"".join(map(_varint, values))
-    return _len_field(_LIST_VALUE, packed)
+        packed = b"".join(map(varint, values))
+    return len_field(_LIST_VALUE, packed)
 
 
 def _feature_bytes(kind: str | None, values: list) -> bytes:
     if kind is None:
         return b""
-    return _len_field(_FEATURE_FIELD_BY_KIND[kind], _list_payload(kind, values))
+    return len_field(_FEATURE_FIELD_BY_KIND[kind], _list_payload(kind, values))
 
 
 def serialize_example(features: Features) -> bytes:
     """Wire-format ``tf.train.Example`` with map entries in sorted key order."""
     entries = b"".join(
-        _len_field(
+        len_field(
             _FEATURES_FEATURE_MAP,
-            _len_field(_MAP_ENTRY_KEY, name.encode("utf-8", "surrogateescape"))
-            + _len_field(_MAP_ENTRY_VALUE, _feature_bytes(*features[name])),
+            len_field(_MAP_ENTRY_KEY, name.encode("utf-8", "surrogateescape"))
+            + len_field(_MAP_ENTRY_VALUE, _feature_bytes(*features[name])),
         )
         for name in sorted(features)
     )
-    return _len_field(_EXAMPLE_FEATURES, entries)
+    return len_field(_EXAMPLE_FEATURES, entries)
 
 
 def build_examples(context: dict | None, examples: Iterable[dict]) -> list[bytes]:
@@ -214,14 +200,13 @@ def _check_class_tensor(
         )
 
 
-def make_classify_response(
+def check_classify_outputs(
     classes: np.ndarray | None, scores: np.ndarray | None, num_examples: int | None = None
-) -> bytes:
-    """``{"results": [[[label, score], ...], ...]}`` from classifier outputs.
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """classifier.cc's checks of classifier outputs (REST and gRPC); returns them as arrays.
 
-    ``classes`` is a [batch, n] string tensor, ``scores`` a [batch, n] float32
-    tensor; either may be None (label "" / score 0.0, as TF Serving). Pass
-    ``num_examples`` to have the batch size checked like classifier.cc.
+    ``classes`` is a [batch, n] string tensor, ``scores`` a [batch, n] float32 tensor; either may
+    be None. Pass ``num_examples`` to have the batch size checked too.
     """
     if classes is None and scores is None:
         raise InvalidArgument(
@@ -238,6 +223,19 @@ def make_classify_response(
             "Tensors class and score should match in dim_size(1). "
             f"Got {classes.shape[1]} vs. {scores.shape[1]}"
         )
+    return classes, scores
+
+
+def make_classify_response(
+    classes: np.ndarray | None, scores: np.ndarray | None, num_examples: int | None = None
+) -> bytes:
+    """``{"results": [[[label, score], ...], ...]}`` from classifier outputs.
+
+    ``classes`` is a [batch, n] string tensor, ``scores`` a [batch, n] float32
+    tensor; either may be None (label "" / score 0.0, as TF Serving). Pass
+    ``num_examples`` to have the batch size checked like classifier.cc.
+    """
+    classes, scores = check_classify_outputs(classes, scores, num_examples)
     batch, num_classes = (classes if classes is not None else scores).shape
     if batch == 0:
         raise InvalidArgument("Cannot convert empty ClassificationResults to JSON")
@@ -252,6 +250,14 @@ def make_classify_response(
 
 def make_regress_response(values: np.ndarray, num_examples: int | None = None) -> bytes:
     """``{"results": [v, ...]}`` from a [batch] or [batch, 1] float32 regression output."""
+    values = check_regress_output(values, num_examples)
+    if values.shape[0] == 0:
+        raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
+    return write_json({kClassifyRegressResponseKey: tensor_json_value("", values.reshape(-1))})
+
+
+def check_regress_output(values: np.ndarray, num_examples: int | None = None) -> np.ndarray:
+    """regressor.cc's checks of a regression output (REST and gRPC); returns it as an array."""
     values = np.asarray(values)
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise InvalidArgument(
@@ -264,6 +270,4 @@ def make_regress_response(values: np.ndarray, num_examples: int | None = None) -
         )
     if enum_name_of(values) != "DT_FLOAT":
         raise InvalidArgument(f"Expected output Tensor of DT_FLOAT.  Got: {enum_name_of(values)}")
-    if values.shape[0] == 0:
-        raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
-    return write_json({kClassifyRegressResponseKey: tensor_json_value("", values.reshape(-1))})
+    return values

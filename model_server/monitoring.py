@@ -1,8 +1,9 @@
 """Prometheus metrics named like TF Serving's (``:tensorflow:serving:request_count`` ...).
 
 TF Serving exports its monitoring counters as ``:tensorflow:serving:<name>``. We keep those names
-and label names and add a ``version`` label so a hot swap is visible per version. Two deviations
-forced by prometheus-client: counters get the standard ``_total`` suffix, and histograms also
+and label names and add a ``version`` label so a hot swap is visible per version, and give the
+request count the ``API`` and ``entrypoint`` (``REST`` / ``GRPC``) labels of the latency metric.
+Two deviations forced by prometheus-client: counters get the standard ``_total`` suffix, and histograms also
 export ``_created`` samples. Latencies are in microseconds like TF Serving's.
 """
 
@@ -13,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 # TF Serving's request_latency buckets: exponential from 10 µs, factor 1.8, 33 buckets (~ 2.9e9 µs).
 _LATENCY_BUCKETS_US = tuple(10 * 1.8 ** i for i in range(33))
 ENTRYPOINT_REST = "REST"
+ENTRYPOINT_GRPC = "GRPC"
 # batching_util.h: exponential [1*2^0, ..., 1*2^13]; batching_session.cc: 100 µs x 1.2^i, 52 buckets.
 _BATCH_SIZE_BUCKETS = tuple(2.0 ** i for i in range(14))
 _QUEUING_BUCKETS_US = tuple(100 * 1.2 ** i for i in range(52))
@@ -26,7 +28,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._request_count = Counter(
             ":tensorflow:serving:request_count", "The total number of requests.",
-            ["model_name", "version", "API", "status"], registry=self.registry)
+            ["model_name", "version", "API", "status", "entrypoint"], registry=self.registry)
         self._request_latency = Histogram(
             ":tensorflow:serving:request_latency", "Distribution of wall time (in microseconds) for "
             "Tensorflow Serving request.", ["model_name", "version", "API", "entrypoint"],
@@ -54,11 +56,12 @@ class Metrics:
             self._input_batch_size.observe(size)
             self._queuing_latency.labels(BATCH_THREAD_POOL).observe(waited * 1e6)
 
-    def record_request(self, model_name: str, version: str, api: str, status: str, seconds: float) -> None:
-        """Count one REST request; latency is recorded for successful ones (as TF Serving does)."""
-        self._request_count.labels(model_name, version, api, status).inc()
+    def record_request(self, model_name: str, version: str, api: str, status: str, seconds: float,
+                       entrypoint: str = ENTRYPOINT_REST) -> None:
+        """Count one REST or gRPC request; latency is recorded for successful ones (as TF Serving does)."""
+        self._request_count.labels(model_name, version, api, status, entrypoint).inc()
         if status == "OK":
-            self._request_latency.labels(model_name, version, api, ENTRYPOINT_REST).observe(seconds * 1e6)
+            self._request_latency.labels(model_name, version, api, entrypoint).observe(seconds * 1e6)
 
     def record_load(self, model_path: str, seconds: float) -> None:
         """Record the wall time of one successful load + warm-up."""

@@ -12,8 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,10 +19,10 @@ import numpy as np
 import orjson
 
 from model_server import routing
-from model_server.errors import (DeadlineExceeded, InvalidArgument, NotFound, ServingError, error_body,
-                                 error_json)
+from model_server.errors import InvalidArgument, NotFound, ServingError, error_body, error_json
 from model_server.example_codec import (build_examples, make_classify_response, make_regress_response,
                                         parse_example_body)
+from model_server.model_calls import SubmitFn, run_with_deadline
 from model_server.monitoring import Metrics
 from model_server.predict_codec import make_predict_response, parse_predict_body, request_to_tensors
 from model_server.repository import ModelRepository, ServableHandle
@@ -38,9 +36,6 @@ REQUEST_ID_HEADER = "X-Request-ID"
 API_STATUS = "GetModelStatus"
 API_METADATA = "GetModelMetadata"
 _LISTEN_BACKLOG = 128
-
-# (servable handle, signature name, input tensors) -> future of output tensors
-SubmitFn = Callable[[ServableHandle, str, dict[str, np.ndarray]], Future]
 
 
 @dataclass
@@ -120,12 +115,7 @@ class RestApi:
     def _run(self, handle: ServableHandle, signature: str, tensors: dict[str, np.ndarray],
              started: float) -> dict[str, np.ndarray]:
         remaining = self._timeout_s - (time.monotonic() - started)
-        future = self._submit(handle, signature, tensors)
-        try:
-            return future.result(timeout=max(remaining, 0.0))
-        except FutureTimeout:
-            future.cancel()  # only helps if it has not started; a running TF call cannot be stopped
-            raise DeadlineExceeded("Deadline Exceeded") from None
+        return run_with_deadline(self._submit, handle, signature, tensors, remaining)
 
 
 class _HttpServer(ThreadingHTTPServer):

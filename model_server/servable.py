@@ -35,7 +35,7 @@ from model_server import errors, warmup
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError
 from model_server.routing import VERB_PREDICT
 from model_server.tensor_types import TensorSpec
-from serving_contract.export import SERVING_DEFAULT, is_untrained, read_export_info
+from serving_contract.export import EXPORT_INFO_METADATA_KEY, SERVING_DEFAULT, is_untrained, read_export_info
 from serving_contract.versions import SAVED_MODEL_FILENAMES
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ class Servable:
                          for key in sorted(self._signature_defs)}
         metadata: dict[str, Any] = {"signature_def": {"signature_def": signature_def}}
         if self.export_info is not None:
-            metadata["export_info"] = self.export_info
+            metadata[EXPORT_INFO_METADATA_KEY] = self.export_info
         return {"model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},
                 "metadata": metadata}
 

@@ -1,8 +1,10 @@
-"""Wires the model server together: config -> repository + version manager -> runner -> REST server.
+"""Wires the model server together: config -> repository + version manager -> runner -> gRPC and REST.
 
 Start-up follows tensorflow_model_server: validate the configuration, load the initial versions
-and wait until every model has one AVAILABLE (failing if one cannot), then export the REST API.
-Shutdown stops accepting, lets in-flight requests finish (bounded), then stops the pollers.
+and wait until every model has one AVAILABLE (failing if one cannot), then start the gRPC server
+(``--port``, ``--grpc_socket_path``) and export the REST API. Both fronts share one repository, one
+version manager and one batching queue. Shutdown stops accepting on both, lets in-flight requests
+finish (bounded), then stops the pollers.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from model_server.batching import BatchScheduler
-from model_server.config import (ConfigError, ServerConfig, load_batching_config, load_model_configs,
-                                 load_monitoring_config, parse_model_config_text, validate_model_configs)
+from model_server.config import (ConfigError, ModelConfig, ServerConfig, load_batching_config, load_model_configs,
+                                 load_monitoring_config, parse_channel_arguments, parse_model_config_text,
+                                 validate_model_configs)
+from model_server.errors import Unknown, error_for_code
 from model_server.monitoring import Metrics
 from model_server.repository import ModelRepository, ServableHandle
 from model_server.rest_server import RestApi, RestServer
@@ -29,6 +33,9 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 30.0       # in-flight requests get this long after SIGTERM
 UNLOAD_WAIT_S = 60.0          # an old version waits this long for its in-flight requests
+RELOAD_WAIT_S = 300.0         # a config reload waits this long for its new models to load
+GRPC_PACKAGE_HINT = ("gRPC needs the tensorflow-serving-api protos: pip install --no-deps "
+                     "tensorflow-serving-api (see requirements.txt), or pass --port=0 to serve REST only")
 
 
 class ModelServer:
@@ -54,6 +61,8 @@ class ModelServer:
         self._session_config = session_config(config.tensorflow_intra_op_parallelism,
                                               config.tensorflow_inter_op_parallelism)
         self._rest: RestServer | None = None
+        self._grpc = None  # GrpcServer, imported only when gRPC is on (it needs tensorflow-serving-api)
+        self._models_lock = threading.Lock()  # config reloads: the file poller and the gRPC ModelService
         self._stop_requested = threading.Event()
         self._config_poller: threading.Thread | None = None
 
@@ -71,18 +80,40 @@ class ModelServer:
             return
         failed = sorted(name for name, state in outcome.items() if state == "failed")
         if failed:
-            # ServerCore::WaitUntilModelsAvailable's message; main() prints it and exits.
-            details = "".join(f"{{{{name: {name} version: {version}}} due to error: {code}: {message}}}, "
-                              for name in failed for version, code, message in self.manager.failed_versions(name))
-            raise ConfigError(f"{len(failed)} model(s) did not become available: {{{details}}}", "UNKNOWN")
+            raise ConfigError(self._unavailable_message(failed), "UNKNOWN")
+        self._start_grpc()
         self._start_rest()
         self._start_config_poller()
 
+    def _start_grpc(self) -> None:
+        config = self.config
+        addresses = [f"{config.rest_api_host}:{config.port}"] if config.port else []
+        if config.grpc_socket_path:
+            addresses.append(f"unix:{config.grpc_socket_path}")
+        if not addresses:
+            log.info("gRPC API disabled (--port=0 and no --grpc_socket_path).")
+            return
+        try:
+            from model_server.grpc_api import GrpcApi
+            from model_server.grpc_server import GrpcServer
+        except ImportError as exc:
+            raise ConfigError(f"{GRPC_PACKAGE_HINT} ({exc})", "FAILED_PRECONDITION") from exc
+        api = GrpcApi(self.repository, self._submit, self.reload_config, config.enable_serialization_as_tensor_content)
+        self._grpc = GrpcServer(api, addresses, config.grpc_max_threads,
+                                parse_channel_arguments(config.grpc_channel_arguments), self.metrics)
+        self._grpc.start()
+        if config.port:
+            log.info("Running gRPC ModelServer at %s:%d ...", config.rest_api_host, self._grpc.ports[0])
+        if config.grpc_socket_path:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", config.grpc_socket_path)
+
+    @property
+    def grpc_port(self) -> int | None:
+        """The bound gRPC TCP port (useful with --port=0 in tests), or None when gRPC is off."""
+        return self._grpc.ports[0] if self._grpc is not None and self.config.port else None
+
     def _start_rest(self) -> None:
         config = self.config
-        if config.port:
-            log.info("gRPC is not served by this server: --port=%d is accepted for compatibility and not bound.",
-                     config.port)
         if not config.rest_api_port:
             log.warning("HTTP/REST API disabled (--rest_api_port=0): nothing will be served.")
             return
@@ -110,10 +141,41 @@ class ModelServer:
             except ConfigError as exc:
                 log.error("Failed to read ModelServerConfig file: %s", exc)
                 continue
-            if models != self.models:
-                log.info("Model config file changed; now serving: %s", ", ".join(m.name for m in models))
-                self.models = models
-                self.manager.set_models(models)
+            with self._models_lock:
+                if models != self.models:
+                    log.info("Model config file changed; now serving: %s", ", ".join(m.name for m in models))
+                    self.models = models
+                    self.manager.set_models(models)
+
+    def reload_config(self, models: list[ModelConfig], timeout_s: float | None = None) -> None:
+        """Serve exactly ``models`` (ModelService.HandleReloadConfigRequest), like ServerCore::ReloadConfig.
+
+        Loads the new models and unloads removed ones, then waits (up to ``timeout_s``, the caller's
+        deadline, and RELOAD_WAIT_S) until every model has a version AVAILABLE. Raises the
+        ServingError TF Serving would answer with.
+        """
+        try:
+            validate_model_configs(models)
+        except ConfigError as exc:
+            raise error_for_code(exc.code, exc.message) from None
+        with self._models_lock:
+            log.info("Reloading the model config; now serving: %s", ", ".join(m.name for m in models) or "nothing")
+            self.models = models
+            self.manager.set_models(models)
+            outcome = self.manager.wait_until_settled(min(timeout_s or RELOAD_WAIT_S, RELOAD_WAIT_S))
+        missing = sorted(name for name, state in outcome.items() if state != "available")
+        if missing:
+            raise Unknown(self._unavailable_message(missing))
+
+    def _unavailable_message(self, names: list[str]) -> str:
+        """ServerCore::WaitUntilModelsAvailable's error (start-up and config reloads): each version that
+        did not become available, with its load error where it has one."""
+        details = ""
+        for name in names:
+            failed = self.manager.failed_versions(name)
+            details += "".join(f"{{{{name: {name} version: {version}}} due to error: {code}: {message}}}, "
+                               for version, code, message in failed) or f"{{{{name: {name}}}}}, "
+        return f"{len(names)} model(s) did not become available: {{{details}}}"
 
     # -- model calls ----------------------------------------------------------------------------
 
@@ -146,9 +208,12 @@ class ModelServer:
 
     def shutdown(self) -> None:
         """Stop accepting, finish in-flight requests (bounded), stop background work."""
+        grpc_done = self._grpc.stop(SHUTDOWN_GRACE_S) if self._grpc is not None else None
         if self._rest is not None:
             if not self._rest.shutdown(SHUTDOWN_GRACE_S):
                 log.warning("Requests still running after %.0f s; exiting anyway", SHUTDOWN_GRACE_S)
+        if grpc_done is not None and not grpc_done.wait(SHUTDOWN_GRACE_S):
+            log.warning("gRPC calls still running after %.0f s; exiting anyway", SHUTDOWN_GRACE_S)
         if self._scheduler is not None:
             self._scheduler.stop()
         self.manager.stop()

@@ -45,6 +45,7 @@ from serving_contract.versions import list_versions
 DEFAULT_MODEL_BASE_PATH = REPO_ROOT / "my_image_classifier"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_REST_API_PORT = 9000
+DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port in its tutorials
 DEFAULT_GATEWAY_PORT = 5000
 QUIT_WORDS = frozenset({"q", "quit", "exit"})
 SAMPLE_IMAGE = "test_images/chelsea.jpg"
@@ -55,14 +56,18 @@ def client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
-def sample_commands(gateway_url: str, model_server_url: str, model_name: str) -> list[str]:
-    """Ready-to-paste requests against both servers."""
-    return [
+def sample_commands(gateway_url: str, model_server_url: str, model_name: str,
+                    grpc_address: str | None = None) -> list[str]:
+    """Ready-to-paste requests against both servers (and the gRPC port when it is on)."""
+    commands = [
         f".venv/bin/python flask_server/flask_sample_request.py -i {SAMPLE_IMAGE} --url {gateway_url}",
         f".venv/bin/python scripts/serving_sample_request.py -i {SAMPLE_IMAGE} --url {model_server_url} "
         f"--model {model_name}",
-        f"curl {gateway_url}/readyz",
     ]
+    if grpc_address:
+        commands.append(f".venv/bin/python scripts/serving_sample_request.py -i {SAMPLE_IMAGE} --grpc {grpc_address} "
+                        f"--model {model_name}")
+    return [*commands, f"curl {gateway_url}/readyz"]
 
 
 def _watch_stdin(stop: threading.Event) -> None:
@@ -80,6 +85,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="model name in URLs (%(default)s)")
     parser.add_argument("--rest-api-port", type=int, default=DEFAULT_REST_API_PORT,
                         help="model server REST port (%(default)s)")
+    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT,
+                        help="model server gRPC port, TF Serving's PredictionService (%(default)s; 0 turns it off)")
     parser.add_argument("--gateway-port", type=int, default=DEFAULT_GATEWAY_PORT, help="gateway port (%(default)s)")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="address both servers bind (%(default)s; 0.0.0.0 exposes them to other machines). "
@@ -121,8 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ms_url = f"http://{client_host(args.host)}:{args.rest_api_port}"
     gw_url = f"http://{client_host(args.host)}:{args.gateway_port}"
+    grpc_address = f"{client_host(args.host)}:{args.grpc_port}" if args.grpc_port else None
     ms_args = model_server_command(args.model_name, base_path, args.rest_api_port, args.host, args.poll_wait_seconds,
-                                   extra_args=shlex.split(args.model_server_args))
+                                   extra_args=shlex.split(args.model_server_args), grpc_port=args.grpc_port)
     gw_args = gateway_command(f"{args.host}:{args.gateway_port}", args.gateway_workers)
 
     def progress(name: str) -> Callable[[str, float], None]:
@@ -141,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         gw_ready = wait_for_http_ok(f"{gw_url}/readyz", children[1], args.startup_timeout, progress("gateway"), stop)
         print(f"\nready: model server {ms_url} ({ms_ready:.1f} s), gateway {gw_url} ({gw_ready:.1f} s)")
         print(f"  model status: {ms_url}/v1/models/{args.model_name}")
-        print("  try:\n    " + "\n    ".join(sample_commands(gw_url, ms_url, args.model_name)))
+        if grpc_address:
+            print(f"  model server gRPC (TF Serving's PredictionService): {grpc_address}")
+        print("  try:\n    " + "\n    ".join(sample_commands(gw_url, ms_url, args.model_name, grpc_address)))
         if args.no_input:
             print("running until SIGTERM or Ctrl-C", flush=True)
         else:

@@ -31,7 +31,7 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
-# The real server insists on a gRPC port; ours accepts the flag and ignores it (0 = disabled).
+# The real server insists on a gRPC port; ours serves gRPC on --port only when it is not 0.
 REAL_SERVER_GRPC_PORT = 8500
 REAL_SERVER_BINARY = "tensorflow_model_server"
 DEFAULT_POLL_WAIT_SECONDS = 1  # TF Serving's default: a `make export` is picked up within a second
@@ -162,10 +162,13 @@ class ChildProcess:
 
 def model_server_command(model_name: str | None, model_base_path: Path | None, rest_api_port: int,
                          host: str = LOOPBACK, poll_wait_seconds: int | None = DEFAULT_POLL_WAIT_SECONDS,
-                         extra_args: Sequence[str] = (), real_if_installed: bool = True) -> list[str]:
+                         extra_args: Sequence[str] = (), real_if_installed: bool = True,
+                         grpc_port: int = 0) -> list[str]:
     """TF Serving's command line: the real binary if installed (and wanted), else ``python -m model_server``.
 
-    Only ours takes ``--rest_api_host``; the real server always listens on every interface.
+    Only ours takes ``--rest_api_host`` (it binds the gRPC port there too); the real server always
+    listens on every interface. ``grpc_port`` 0 turns gRPC off in ours; the real server needs one,
+    so it then gets REAL_SERVER_GRPC_PORT.
     ``model_name``/``model_base_path`` may be None when ``extra_args`` name a ``--model_config_file``;
     ``poll_wait_seconds=None`` keeps the server's own default (1 s). The tests pass
     ``real_if_installed=False``: they test our server, whatever is on PATH.
@@ -180,8 +183,8 @@ def model_server_command(model_name: str | None, model_base_path: Path | None, r
     flags += list(extra_args)
     binary = shutil.which(REAL_SERVER_BINARY) if real_if_installed else None
     if binary:
-        return [binary, f"--port={REAL_SERVER_GRPC_PORT}", *flags]
-    return [sys.executable, "-m", "model_server", "--port=0", f"--rest_api_host={host}", *flags]
+        return [binary, f"--port={grpc_port or REAL_SERVER_GRPC_PORT}", *flags]
+    return [sys.executable, "-m", "model_server", f"--port={grpc_port}", f"--rest_api_host={host}", *flags]
 
 
 def gateway_command(bind: str, workers: int | None = None, threads: int | None = None,

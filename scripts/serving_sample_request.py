@@ -10,6 +10,11 @@ client code (``flask_server.served_model.ServedModel``), so this script and the 
 * ``--signature serving_bytes``: the same with the float32 bytes of the scaled image, 1.4 MB;
 * ``--signature serving_default``: ``{"instances": [{"image": [[[r, g, b], ...]]}]}``, float JSON.
 
+With ``--grpc HOST:PORT`` it calls TF Serving's gRPC API instead (``PredictionService/Predict``,
+port 8500 under ``make run``), through the gateway's TensorFlow-free gRPC transport
+(``flask_server.grpc_transport``): the pixels go as raw bytes in a DT_STRING tensor (the
+``*_bytes`` signatures) or as a float32 tensor, and the same top 5 comes back.
+
 Prints ``[["n04285008", "sports_car", 0.998414], ...]`` (wnid, label, score rounded to 6 decimals),
 like ``keras.applications.inception_v3.decode_predictions``. On failure prints one ``error:`` line
 (the model server's own ``error`` message when it sent one) and exits 1.
@@ -18,6 +23,7 @@ Typical usage::
 
     python scripts/serving_sample_request.py -i test_images/chelsea.jpg
     python scripts/serving_sample_request.py -i photo.jpg --url http://127.0.0.1:8501 --signature serving_default
+    python scripts/serving_sample_request.py --grpc 127.0.0.1:8500 -i test_images/chelsea.jpg
 """
 
 from __future__ import annotations
@@ -41,24 +47,41 @@ READ_TIMEOUT = 30.0  # the first predict after loading InceptionV3 can take a fe
 
 def classify(image_path: Path, url: str, model: str, signature: str, top: int = TOP_K) -> tuple[list, str | None]:
     """``([[wnid, label, score], ...], warning or None)`` for one image; raises the gateway's
-    BadRequest (not an image) / BackendError / ConfigError on failure."""
-    from flask_server.backend import ModelServerClient
+    BadRequest (not an image) / BackendError / ConfigError on failure.
+
+    ``url`` is the REST base URL, or ``grpc://host:port`` for the gRPC API.
+    """
     from flask_server.labels import load_labels
     from flask_server.model_config import spec_from_table
     from flask_server.served_model import ServedModel
 
-    # The gateway's own defaults: each signature's input format (model_config.signature_defaults).
+    # The gateway's own defaults: each signature's input format (model_config.signature_defaults),
+    # and the protocol the URL names (model_config.protocol_of).
     spec = spec_from_table("cli", {"model_name": model, "signature": signature}, Path("command line"), url)
-    served = ServedModel(spec, load_labels(spec.labels), ModelServerClient(url, (CONNECT_TIMEOUT, READ_TIMEOUT)))
+    served = ServedModel(spec, load_labels(spec.labels), _transport(spec))
     prediction = served.classify([image_path.read_bytes()], top)
     rows = [[row["wnid"], row["label"], round(row["score"], SCORE_DECIMALS)] for row in prediction.top_k[0]]
     return rows, prediction.warning
+
+
+def _transport(spec):
+    from flask_server.model_config import PROTOCOL_GRPC
+
+    if spec.protocol == PROTOCOL_GRPC:
+        from flask_server.grpc_transport import GrpcTransport
+
+        return GrpcTransport(spec.model_server_url, (CONNECT_TIMEOUT, READ_TIMEOUT))
+    from flask_server.backend import ModelServerClient
+
+    return ModelServerClient(spec.model_server_url, (CONNECT_TIMEOUT, READ_TIMEOUT))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-i", "--image", type=Path, required=True, help="image file (JPEG, PNG, WebP, GIF, BMP)")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"model server REST base URL (default {DEFAULT_URL})")
+    parser.add_argument("--grpc", metavar="HOST:PORT",
+                        help="call the model server's gRPC API at HOST:PORT (e.g. 127.0.0.1:8500) instead of --url")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
     parser.add_argument("--signature", default=DEFAULT_SIGNATURE, choices=SIGNATURES,
                         help=f"signature to call (default {DEFAULT_SIGNATURE})")
@@ -66,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from flask_server.config import ConfigError
     from flask_server.errors import BadRequest, GatewayError
+    from flask_server.config import GRPC_URL_SCHEME
 
     try:
-        rows, warning = classify(args.image, args.url.rstrip("/"), args.model, args.signature)
+        url = GRPC_URL_SCHEME + args.grpc if args.grpc else args.url.rstrip("/")
+        rows, warning = classify(args.image, url, args.model, args.signature)
     except OSError as exc:
         print(f"error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -12,4 +12,6 @@ sample scripts, bench and the tests all import the same names instead of restati
   preprocessing mode and weights file.
 * ``serving_contract.versions``: which child folders of a model's base path are versions.
 * ``serving_contract.preprocessing``: the ``keras.applications`` preprocessing modes and constants.
+* ``serving_contract.protobuf_wire``: protobuf wire-format primitives, for the messages both servers
+  write by hand (tf.train.Example, TF Serving's gRPC requests) without TensorFlow.
 """

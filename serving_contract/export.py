@@ -60,6 +60,9 @@ DEFAULT_MODEL_NAME = "ImageClassifier"
 EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
 #: TF Serving's warm-up file (TFRecord of PredictionLog), replayed at load; model_server.warmup owns its format.
 WARMUP_REQUESTS_PATH = Path("assets.extra") / "tf_serving_warmup_requests"
+#: Where our model server returns it: the REST metadata's ``metadata.export_info``, and the gRPC
+#: GetModelMetadata field of that name (a JSON string in a google.protobuf.StringValue).
+EXPORT_INFO_METADATA_KEY = "export_info"
 #: The class names as a SavedModel asset, in serving_contract.labels' text format.
 LABELS_ASSET_PATH = Path("assets") / "labels.txt"
 MODEL_KEY = "model"

@@ -19,6 +19,7 @@ from flask_server.labels import load_labels
 from flask_server.preprocess import load_and_preprocess
 from scripts.export_saved_model import export_keras_model
 from serving_contract.export import DEFAULT_MODEL_NAME, UNTRAINED_WEIGHTS
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.inception, pytest.mark.e2e]
 
@@ -42,7 +43,10 @@ def served_inception(tmp_path_factory, model_server_factory):
     base = tmp_path_factory.mktemp("inception") / MODEL_NAME
     export_keras_model(model, base, info={"model": model.name, "weights": UNTRAINED_WEIGHTS, "preprocessing": "tf"},
                        log=lambda _msg: None)
-    with model_server_factory(model_name=MODEL_NAME, model_base_path=base, timeout=180) as server:
+    grpc_port = free_port()
+    with model_server_factory(model_name=MODEL_NAME, model_base_path=base, timeout=180,
+                              extra_args=[f"--port={grpc_port}"]) as server:
+        server.extra["grpc_address"] = f"127.0.0.1:{grpc_port}"
         yield model, server
 
 
@@ -78,6 +82,17 @@ def test_sample_request_matches_in_process_predict(served_inception, expected_pr
     # They are the five largest: nothing left out scores above the lowest printed one.
     left_out = np.delete(probs, [index_of[wnid] for wnid, _, _ in rows])
     assert left_out.max() <= min(scores) + TOLERANCE
+
+
+@pytest.mark.parametrize("signature", ["serving_uint8", "serving_default"])
+def test_sample_request_over_grpc_prints_the_rest_top_5(served_inception, signature):
+    _, server = served_inception
+    by_rest = run_sample_request("-i", str(IMAGE), "--url", server.url, "--signature", signature)
+    by_grpc = run_sample_request("-i", str(IMAGE), "--grpc", server.extra["grpc_address"], "--signature", signature)
+    assert by_grpc.returncode == 0, by_grpc.stderr + server.log()[-3000:]
+    rest_rows, grpc_rows = (json.loads(r.stdout.strip().splitlines()[-1]) for r in (by_rest, by_grpc))
+    assert [row[:2] for row in grpc_rows] == [row[:2] for row in rest_rows]
+    assert [row[2] for row in grpc_rows] == pytest.approx([row[2] for row in rest_rows], abs=1e-6)
 
 
 def test_sample_request_reports_model_server_errors(served_inception):

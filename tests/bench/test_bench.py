@@ -135,6 +135,19 @@ def test_percentile_interpolates_like_numpy():
     assert percentile([3, 1, 2], 100) == 3
 
 
+@pytest.mark.e2e
+def test_grpc_vs_rest_measures_every_path_without_errors():
+    proc = subprocess.run([sys.executable, "-m", "bench.grpc_vs_rest", "--tiny", "--requests", "4", "--requests-16", "16"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout
+    for path in ("direct REST", "direct gRPC", "gateway (REST hop)", "gateway (gRPC hop)"):
+        row = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {path} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert all(float(cell) > 0 for cell in cells[1:5]) and cells[5] == "0", row
+    # raw bytes in a tensor against base64 in JSON: gRPC puts fewer bytes on the hop
+    ratio_row = next(line for line in proc.stdout.splitlines() if line.startswith("| gateway |"))
+    assert float(ratio_row.rsplit("=", 1)[1].strip(" x|")) < 1
+
 
 def run_module(module: str, *args: str) -> list[list[str]]:
     """Run ``python -m module --tiny args``; the cells of its table's rows (header and rule left out)."""

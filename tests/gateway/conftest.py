@@ -234,10 +234,12 @@ input_size = [{TINY_1000_SIZE[0]}, {TINY_1000_SIZE[1]}]
 
 @pytest.fixture(scope="session")
 def model_server(tiny_models, model_server_factory):
-    """ONE real model server serving both tiny models."""
-    with model_server_factory(extra_args=[f"--model_config_file={tiny_models.model_config_file}"],
-                              wait_for=TINY) as server:
+    """ONE real model server serving both tiny models, over REST and gRPC (``extra["grpc_url"]``)."""
+    grpc_port = free_port()
+    with model_server_factory(extra_args=[f"--model_config_file={tiny_models.model_config_file}",
+                                          f"--port={grpc_port}"], wait_for=TINY) as server:
         wait_until(server, f"/v1/models/{TINY_1000}", 60, model_available(TINY_1000))
+        server.extra["grpc_url"] = f"grpc://127.0.0.1:{grpc_port}"
         yield server
 
 

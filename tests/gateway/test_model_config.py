@@ -51,6 +51,10 @@ def test_example_file_loads_and_documents_the_defaults():
     ("[models.m]\ntop_k = true\n", r"models\.m\.top_k"),
     ("[models.m]\nmodel_server_url = 'ms:9000'\n", r"models\.m\.model_server_url: expected an http"),
     ("[models.m]\nmodel_name = 'a/b'\n", r"models\.m\.model_name"),
+    ("[models.m]\nprotocol = 'v3'\n", r"models\.m\.protocol: expected one of rest, grpc, got 'v3'"),
+    ("[models.m]\nprotocol = 'grpc'\n", r"models\.m\.model_server_url: expected grpc://host:port with protocol"),
+    ("[models.m]\nprotocol = 'rest'\nmodel_server_url = 'grpc://ms:8500'\n",
+     r"models\.m\.model_server_url: expected an http\(s\) URL"),
     ("[models.'a b']\n", r"models\.a b: route names may only use"),
     ("[models]\nm = 3\n", r"models\.m: expected a table"),
     ("[model.m]\n", r"unknown top-level key\(s\) \['model'\]"),
@@ -61,6 +65,16 @@ def test_bad_files_name_the_file_and_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as info:
         specs_from(tmp_path, text)
     assert str(tmp_path / "models.toml") in str(info.value)
+
+
+def test_a_grpc_url_means_the_grpc_protocol(tmp_path):
+    specs = specs_from(tmp_path, "[models.a]\nmodel_server_url = 'grpc://ms:8500'\n"
+                                 "[models.b]\nprotocol = 'grpc'\nmodel_server_url = 'grpc://ms:8500'\n[models.c]\n")
+    assert [specs[route].protocol for route in "abc"] == ["grpc", "grpc", "rest"]
+    default = load_model_specs(GatewayConfig(model_server_url="grpc://127.0.0.1:8500"))[DEFAULT_ROUTE]
+    assert (default.protocol, default.model_server_url) == ("grpc", "grpc://127.0.0.1:8500")
+    with pytest.raises(ConfigError, match="MODEL_SERVER_URL must be an http"):
+        GatewayConfig(model_server_url="ms:8500").validate()
 
 
 def test_every_exported_signature_has_gateway_defaults():

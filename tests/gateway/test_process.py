@@ -40,12 +40,15 @@ def run_python(code_or_args, env=None, cwd=REPO_ROOT, timeout=60) -> subprocess.
                           env={"PATH": "/usr/bin:/bin", **(env or {})})
 
 
-def test_gateway_imports_no_tensorflow_and_builds_fast():
-    result = run_python(IMPORT_CHECK, env={"MODEL_SERVER_URL": closed_port_url()})
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_gateway_imports_no_tensorflow_and_builds_fast(scheme):
+    # grpc:// builds the gRPC transport (grpcio and hand-written messages), which must stay TF-free too
+    url = closed_port_url().replace("http://", f"{scheme}://")
+    result = run_python(IMPORT_CHECK + "print('grpc' in sys.modules)", env={"MODEL_SERVER_URL": url})
     assert result.returncode == 0, result.stderr
-    elapsed, heavy = result.stdout.split()
-    print(f"import + create_app: {float(elapsed):.3f} s")
-    assert heavy == "-"
+    elapsed, heavy, grpc_loaded = result.stdout.split()
+    print(f"import + create_app ({scheme}): {float(elapsed):.3f} s")
+    assert heavy == "-" and grpc_loaded == str(scheme == "grpc")
     assert float(elapsed) < MAX_START_SECONDS
 
 

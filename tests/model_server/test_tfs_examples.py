@@ -15,7 +15,7 @@ import requests
 
 from tests.model_server.conftest import (SIMPLE_SAVE_BIAS, SIMPLE_SAVE_WEIGHTS, export_simple_save, model_config_text,
                                          tfs_model)
-from tests.support.processes import wait_until
+from tests.support.processes import model_available, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -49,7 +49,7 @@ def server(tmp_path_factory, model_server_factory):
     config.write_text(model_config_text(models))
     with model_server_factory(extra_args=[f"--model_config_file={config}"], wait_for="half_plus_two") as process:
         for name in models:
-            wait_until(process, f"/v1/models/{name}", 60)
+            wait_until(process, f"/v1/models/{name}", 60, model_available(name))
         yield process
 
 
@@ -121,7 +121,7 @@ def test_config_reload_adds_a_tf1_model(tmp_path, model_server_factory):
     with model_server_factory(extra_args=args, wait_for="half_plus_two") as server:
         assert requests.get(server.url + "/v1/models/half_plus_three", timeout=10).status_code == 404
         config.write_text(model_config_text({"half_plus_two": tfs_model("half_plus_two"), "half_plus_three": three}))
-        wait_until(server, "/v1/models/half_plus_three", 60)
+        wait_until(server, "/v1/models/half_plus_three", 60, model_available("half_plus_three"))
         response = requests.post(server.url + "/v1/models/half_plus_three:predict", json={"instances": [1.0, 2.0]},
                                  timeout=30)
         assert response.json() == {"predictions": [3.5, 4.0]}

@@ -44,9 +44,10 @@ class AutoCmd:
     """auto_cmd.py running in a subprocess, its output collected line by line."""
 
     def __init__(self, base_path: Path, models_config: Path, extra: list[str], stdin) -> None:
-        self.ms_port, self.gw_port = free_port(), free_port()
+        self.ms_port, self.gw_port, self.grpc_port = free_port(), free_port(), free_port()
         args = [sys.executable, "scripts/auto_cmd.py", "--model-base-path", str(base_path),
                 "--rest-api-port", str(self.ms_port), "--gateway-port", str(self.gw_port),
+                "--grpc-port", str(self.grpc_port),
                 "--gateway-workers", "1", *extra]
         env = {**os.environ, "MODELS_CONFIG": str(models_config)}
         self.popen = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdin=stdin, stdout=subprocess.PIPE,
@@ -97,11 +98,20 @@ def check_both_servers_answer(run: AutoCmd) -> None:
     assert status.status_code == 200
     assert any(v["state"] == "AVAILABLE" for v in status.json()["model_version_status"])
     assert requests.get(f"http://127.0.0.1:{run.gw_port}/readyz", timeout=5).status_code == 200
+    # the model server's gRPC port serves the same model (TF Serving's ModelService.GetModelStatus)
+    from flask_server.grpc_transport import GrpcTransport
+
+    transport = GrpcTransport(f"grpc://127.0.0.1:{run.grpc_port}", (2.0, 10.0))
+    try:
+        assert "AVAILABLE" in [v["state"] for v in transport.model_status(auto_cmd.DEFAULT_MODEL_NAME)]
+    finally:
+        transport.close()
 
 
 def check_stopped_cleanly(run: AutoCmd) -> None:
     assert run.popen.wait(EXIT_TIMEOUT) == 0, run.output()
-    assert port_closed(run.ms_port) and port_closed(run.gw_port), "a server outlived auto_cmd"
+    assert port_closed(run.ms_port) and port_closed(run.gw_port) and port_closed(run.grpc_port), \
+        "a server outlived auto_cmd"
     assert "[model_server] stopped" in run.output() and "[gateway] stopped" in run.output()
 
 
@@ -111,7 +121,10 @@ def test_runs_until_sigterm_then_stops_both(tiny_model):
     try:
         ready = run.wait_for_line("ready:", READY_TIMEOUT)
         assert f"http://127.0.0.1:{run.gw_port}" in ready
+        grpc_line = run.wait_for_line("  model server gRPC", 10)
+        assert f"gRPC (TF Serving's PredictionService): 127.0.0.1:{run.grpc_port}" in grpc_line
         run.wait_for_line("running until SIGTERM", 10)
+        assert f"serving_sample_request.py -i test_images/chelsea.jpg --grpc 127.0.0.1:{run.grpc_port}" in run.output()
         # test that progress and the ready-to-paste sample request are shown
         assert "[model_server] AVAILABLE after" in run.output()
         check_both_servers_answer(run)

@@ -67,6 +67,8 @@ def test_real_server_gets_a_grpc_port_ours_gets_the_host(monkeypatch):
     ours = processes.model_server_command("m", Path("/models/m"), 9001, host="0.0.0.0")
     assert ours[1:4] == ["-m", "model_server", "--port=0"] and "--rest_api_host=0.0.0.0" in ours
     assert "--model_base_path=/models/m" in ours and "--rest_api_port=9001" in ours
+    # a gRPC port reaches ours as --port, and replaces the real server's default
+    assert processes.model_server_command("m", Path("/models/m"), 9001, grpc_port=8600)[3] == "--port=8600"
     assert f"--file_system_poll_wait_seconds={processes.DEFAULT_POLL_WAIT_SECONDS}" in ours
     # test that the tests' choice (real_if_installed=False) is our server even when the real one is installed
     monkeypatch.setattr(processes.shutil, "which", lambda _name: "/usr/bin/tensorflow_model_server")
