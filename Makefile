@@ -5,6 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MODEL_BASE_PATH ?= $(CURDIR)/my_image_classifier
 KERAS_MODEL := scripts/inception.keras
+# MODELS="InceptionV3 MobileNetV2": serve these keras.applications models (Keras' names) side by
+# side instead of the tutorial's ImageClassifier, each at /v1/models/<name lowercased>/predict.
+# Each is kept as $(MODEL_REPOSITORY)/<name>.keras and exported to $(MODEL_REPOSITORY)/<name>/.
+MODELS ?=
+MODEL_REPOSITORY ?= $(CURDIR)/models
 GRPC_PORT ?= 8500
 
 .PHONY: run test test-fast bench loadtest model export system-deps venv clean
@@ -12,8 +17,8 @@ GRPC_PORT ?= 8500
 # Both servers up on 127.0.0.1 (model server REST :9000 and gRPC :$(GRPC_PORT), gateway :5000), ready
 # for a sample request. MODEL_SERVER_ARGS="--enable_batching ..." adds model server flags
 # (scripts/auto_cmd.py reads it); GRPC_PORT=0 turns gRPC off.
-run: venv model
-	$(PY) scripts/auto_cmd.py --model-base-path $(MODEL_BASE_PATH) --grpc-port $(GRPC_PORT)
+run: venv $(if $(MODELS),$(addprefix model-,$(MODELS)),model)
+	$(PY) scripts/auto_cmd.py $(if $(MODELS),$(foreach m,$(MODELS),--model $(m)=$(MODEL_REPOSITORY)/$(m)),--model-base-path $(MODEL_BASE_PATH)) --grpc-port $(GRPC_PORT)
 
 # The whole test suite (what .ci/run calls).
 test: venv system-deps
@@ -56,6 +61,16 @@ $(KERAS_MODEL):
 # Export a version when there is none, or when the latest predates a signature the gateway calls.
 model: venv $(KERAS_MODEL)
 	$(PY) scripts/export_saved_model.py --model $(KERAS_MODEL) --base-path $(MODEL_BASE_PATH) --if-needed
+
+# One of MODELS by its Keras name: ImageNet weights where they can be downloaded, otherwise
+# untrained weights with a loud warning; then its first export (or a newer one, as for `model`).
+.PRECIOUS: $(MODEL_REPOSITORY)/%.keras  # a downloaded model is kept, not an intermediate file
+$(MODEL_REPOSITORY)/%.keras: | venv
+	$(PY) scripts/download_model.py --model $* --weights imagenet --output $@ || \
+	  $(PY) scripts/download_model.py --model $* --weights none --output $@
+
+model-%: venv $(MODEL_REPOSITORY)/%.keras
+	$(PY) scripts/export_saved_model.py --model $(MODEL_REPOSITORY)/$*.keras --base-path $(MODEL_REPOSITORY)/$* --if-needed
 
 # Export the next version (the running model server picks it up).
 export: venv $(KERAS_MODEL)

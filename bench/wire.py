@@ -36,7 +36,7 @@ from flask_server.preprocess import load_pixels
 from flask_server.wire_format import encode_predict_request, model_input
 from model_server.predict_codec import parse_predict_body, request_to_tensors
 from model_server.tensor_types import TensorSpec
-from serving_contract.export import SERVING_UINT8
+from serving_contract.export import PROBABILITIES_SIGNATURES, SERVING_UINT8
 
 BASELINE = SERVING_UINT8
 
@@ -59,6 +59,8 @@ def measure(pixels: np.ndarray, rounds: int) -> dict[str, dict[str, float]]:
     height, width = pixels.shape[:2]
     specs = {}
     for signature, (input_format, input_name) in KNOWN_SIGNATURES.items():
+        if signature not in PROBABILITIES_SIGNATURES:
+            continue  # serving_topk: serving_uint8's request format, plus k
         specs[signature] = ModelSpec(route="wire", model_server_url="http://unused", signature=signature,
                                      input_name=input_name, input_format=input_format, input_size=(height, width))
     samples: dict[str, dict[str, list[float]]] = {s: {"gateway": [], "server": []} for s in specs}

@@ -30,8 +30,9 @@ from flask_server.errors import (BadModelServerReply, ModelNotAvailable, ModelSe
                                  quote_reply)
 from flask_server.model_config import ModelSpec
 from flask_server.request_id import REQUEST_ID_HEADER
-from flask_server.transport import EncodedBatch
-from flask_server.wire_format import ERROR_KEY, MODEL_VERSION_STATUS_KEY, decode_predictions, encode_batch
+from flask_server.transport import EncodedBatch, TopK
+from flask_server.wire_format import (ERROR_KEY, MODEL_VERSION_STATUS_KEY, decode_predictions, decode_top_k,
+                                      encode_batch)
 
 #: How every 503 for an unreachable or overloaded model server begins (followed by the model).
 UNAVAILABLE_MESSAGE = "model server unavailable"
@@ -77,17 +78,28 @@ class ModelServerClient:
         """The model's metadata reply (``model_spec``, ``metadata``) for a version, a label or the latest."""
         return self._request("GET", name, model_path(name, version, label) + "/metadata", request_id=request_id)
 
-    def encode(self, spec: ModelSpec, batch: np.ndarray) -> EncodedBatch:
+    def encode(self, spec: ModelSpec, batch: np.ndarray, k: int | None = None) -> EncodedBatch:
         """The predict body for ``batch`` (N, H, W, 3): uint8 pixels for the ``raw_uint8_b64`` input
-        format, else float32 preprocessed pixels (wire_format.encode_predict_request)."""
-        return encode_batch(spec, batch)
+        format, else float32 preprocessed pixels, and ``k`` for serving_topk
+        (wire_format.encode_predict_request)."""
+        return encode_batch(spec, batch, k)
 
     def predict(self, spec: ModelSpec, encoded: EncodedBatch, version: int,
                 request_id: str | None = None) -> np.ndarray:
         """Scores (N, classes) float32 for an ``encode``d batch, from that exact version."""
-        reply = self._request("POST", spec.model_name, model_path(spec.model_name, version) + ":predict",
-                              encoded.body, request_id)
+        reply = self._predict_reply(spec, encoded, version, request_id)
         return decode_predictions(reply, encoded.size, f"model server, model {spec.model_name!r}", self.base_url)
+
+    def predict_top_k(self, spec: ModelSpec, encoded: EncodedBatch, version: int,
+                      request_id: str | None = None) -> TopK:
+        """serving_topk's best classes for an ``encode``d batch, from that exact version."""
+        reply = self._predict_reply(spec, encoded, version, request_id)
+        return decode_top_k(reply, encoded.size, f"model server, model {spec.model_name!r}", self.base_url)
+
+    def _predict_reply(self, spec: ModelSpec, encoded: EncodedBatch, version: int,
+                       request_id: str | None) -> dict[str, Any]:
+        return self._request("POST", spec.model_name, model_path(spec.model_name, version) + ":predict",
+                             encoded.body, request_id)
 
     def close(self) -> None:
         """Close pooled connections."""

@@ -32,8 +32,9 @@ from flask_server.backend import UNAVAILABLE_MESSAGE
 from flask_server.config import GRPC_URL_SCHEME, GatewayConfig
 from flask_server.errors import BadModelServerReply, ModelNotAvailable, ModelServerTimeout, ModelServerUnavailable
 from flask_server.model_config import RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
-from flask_server.transport import EncodedBatch
-from serving_contract.export import EXPORT_INFO_METADATA_KEY, OUTPUT_PROBABILITIES
+from flask_server.transport import EncodedBatch, TopK
+from serving_contract.export import (EXPORT_INFO_METADATA_KEY, INPUT_K, OUTPUT_CLASS_ID, OUTPUT_CLASS_INDEX,
+                                     OUTPUT_CLASS_LABEL, OUTPUT_PROBABILITIES, OUTPUT_SCORES, SERVING_TOPK)
 
 REQUEST_ID_METADATA = "x-request-id"
 # Replies carry (N, classes) scores: far below gRPC's 4 MiB default, but a big batch of a big
@@ -75,8 +76,9 @@ class GrpcTransport:
     def model_metadata(self, name: str, version: int | None = None, label: str | None = None,
                        request_id: str | None = None) -> dict[str, Any]:
         """``{"model_spec": {"name", "version"}, "metadata": {"export_info": {...}}}`` for a version, a
-        label or the latest, like the REST metadata (without the signature defs, which the gateway
-        does not read).
+        label or the latest, like the REST metadata but without the signature defs: over gRPC the
+        gateway learns a version's input size and labels from export_info alone, and calls
+        ``serving_uint8`` unless the route states another signature.
 
         Asks for our model server's ``export_info`` field; ``tensorflow_model_server`` refuses it
         (INVALID_ARGUMENT), after which this transport asks for ``signature_def`` only.
@@ -100,9 +102,10 @@ class GrpcTransport:
                 pass  # only a warning and a config check depend on it; the REST client ignores it too
         return {"model_spec": {"name": info.name, "version": str(info.version)}, "metadata": metadata}
 
-    def encode(self, spec: ModelSpec, batch: np.ndarray) -> EncodedBatch:
+    def encode(self, spec: ModelSpec, batch: np.ndarray, k: int | None = None) -> EncodedBatch:
         """The PredictRequest for ``batch`` (N, H, W, 3): one bytes string per image for the ``*_bytes``
-        signatures (uint8 or float32 pixels), else the float32 tensor itself."""
+        signatures (uint8 or float32 pixels), else the float32 tensor itself; for ``serving_topk``
+        also ``k`` as an int32 [N] tensor."""
         if spec.input_format == RAW_UINT8_B64:
             if batch.dtype != np.uint8:  # a cast would silently wrap or truncate scaled pixels
                 raise ValueError(f"{RAW_UINT8_B64} takes uint8 pixels, got {batch.dtype}")
@@ -111,16 +114,18 @@ class GrpcTransport:
             value = [np.ascontiguousarray(image, dtype="<f4").tobytes() for image in batch]
         else:
             value = np.ascontiguousarray(batch, dtype=np.float32)
+        inputs: dict[str, np.ndarray | list[bytes]] = {spec.input_name: value}
+        if spec.signature == SERVING_TOPK:
+            if k is None:
+                raise ValueError(f"{SERVING_TOPK} needs k")
+            inputs[INPUT_K] = np.full(batch.shape[0], k, np.int32)
         # predict() prepends the model spec with the version it calls.
-        return EncodedBatch(messages.predict_inputs({spec.input_name: value}), batch.shape[0])
+        return EncodedBatch(messages.predict_inputs(inputs), batch.shape[0])
 
     def predict(self, spec: ModelSpec, encoded: EncodedBatch, version: int | None,
                 request_id: str | None = None) -> np.ndarray:
         """Scores (N, classes) float32 from that exact version of ``spec.model_name`` (None: the latest)."""
-        request = messages.with_model_spec(messages.model_spec(spec.model_name, version, signature=spec.signature),
-                                           encoded.body)
-        reply = self._call(self._predict, request, spec.model_name, request_id)
-        outputs, _ = self._read(messages.read_predict_response, reply, spec.model_name)
+        outputs = self._predict_outputs(spec, encoded, version, request_id)
         scores = outputs.get(OUTPUT_PROBABILITIES)
         if scores is None and len(outputs) == 1:
             (scores,) = outputs.values()
@@ -129,6 +134,33 @@ class GrpcTransport:
             raise BadModelServerReply(f"model server, model {spec.model_name!r}: expected {OUTPUT_PROBABILITIES!r} "
                                       f"with {encoded.size} row(s), got outputs {shapes}", self.base_url)
         return scores.astype(np.float32, copy=False)
+
+    def predict_top_k(self, spec: ModelSpec, encoded: EncodedBatch, version: int | None,
+                      request_id: str | None = None) -> TopK:
+        """serving_topk's best classes for an ``encode``d batch, from that exact version."""
+        outputs = self._predict_outputs(spec, encoded, version, request_id)
+        try:
+            scores = np.asarray(outputs[OUTPUT_SCORES], np.float32)
+            indices = np.asarray(outputs[OUTPUT_CLASS_INDEX]).astype(np.int64)
+            ids, labels = (np.asarray(outputs[name]) for name in (OUTPUT_CLASS_ID, OUTPUT_CLASS_LABEL))
+            if not (scores.ndim == 2 and scores.shape[0] == encoded.size
+                    and scores.shape == indices.shape == ids.shape == labels.shape):
+                raise ValueError("outputs of different shapes")
+            names = [[[bytes(v).decode() for v in row] for row in array] for array in (ids, labels)]
+        except (KeyError, TypeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            shapes = {alias: list(value.shape) for alias, value in outputs.items()}
+            raise BadModelServerReply(f"model server, model {spec.model_name!r}: expected {SERVING_TOPK}'s "
+                                      f"outputs for {encoded.size} image(s) ({exc}), got {shapes}",
+                                      self.base_url) from exc
+        return TopK(scores, indices, names[0], names[1])
+
+    def _predict_outputs(self, spec: ModelSpec, encoded: EncodedBatch, version: int | None,
+                         request_id: str | None) -> dict[str, np.ndarray]:
+        request = messages.with_model_spec(messages.model_spec(spec.model_name, version, signature=spec.signature),
+                                           encoded.body)
+        reply = self._call(self._predict, request, spec.model_name, request_id)
+        outputs, _ = self._read(messages.read_predict_response, reply, spec.model_name)
+        return outputs
 
     def close(self) -> None:
         """Close the channel."""

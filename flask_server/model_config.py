@@ -14,6 +14,7 @@ Pure configuration: nothing here talks to a model server or knows Flask.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -23,10 +24,11 @@ from flask_server.config import GRPC_URL_SCHEME, ConfigError, GatewayConfig
 from flask_server.labels import IMAGENET
 from flask_server.preprocess import INTERPOLATIONS
 from serving_contract.export import (DEFAULT_MODEL_NAME, INPUT_IMAGE, INPUT_PIXELS_BYTES, SERVING_BYTES,
-                                     SERVING_DEFAULT, SERVING_UINT8)
+                                     SERVING_DEFAULT, SERVING_TOPK, SERVING_UINT8)
 from serving_contract.preprocessing import DEFAULT_MODE, MODES
 
-DEFAULT_ROUTE = "imageclassifier"
+# The tutorial's route, /v1/models/imageclassifier/predict: route_for_model(DEFAULT_MODEL_NAME).
+DEFAULT_ROUTE = DEFAULT_MODEL_NAME.lower()
 DEFAULT_SIGNATURE = SERVING_UINT8
 DEFAULT_INPUT_SIZE = (299, 299)
 DEFAULT_PREPROCESSING = DEFAULT_MODE
@@ -43,6 +45,7 @@ JSON_FLOATS = "json"
 INPUT_FORMATS = (RAW_UINT8_B64, RAW_FLOAT32_B64, JSON_FLOATS)
 # The exporter's signatures (scripts/export_saved_model.py) -> (input_format, input_name) defaults.
 KNOWN_SIGNATURES = {
+    SERVING_TOPK: (RAW_UINT8_B64, BYTES_INPUT_NAME),
     SERVING_UINT8: (RAW_UINT8_B64, BYTES_INPUT_NAME),
     SERVING_BYTES: (RAW_FLOAT32_B64, BYTES_INPUT_NAME),
     SERVING_DEFAULT: (JSON_FLOATS, FLOAT_INPUT_NAME),
@@ -60,7 +63,11 @@ _ROUTE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """How the gateway serves one route. ``version`` or ``version_label`` pins a version; neither
-    means the latest AVAILABLE one."""
+    means the latest AVAILABLE one.
+
+    ``explicit`` names the keys the route's MODELS_CONFIG table states. The others are defaults
+    that each served version's metadata may replace (model_metadata.version_settings).
+    """
 
     route: str
     model_server_url: str
@@ -77,6 +84,7 @@ class ModelSpec:
     jpeg_draft: bool = False
     labels: str = IMAGENET
     top_k: int = DEFAULT_TOP_K
+    explicit: frozenset[str] = frozenset()
 
 
 # TOML key -> (python type check, description used in error messages)
@@ -96,6 +104,22 @@ _KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "labels": (str, "\"imagenet\" or a labels file path"),
     "top_k": (int, "a positive integer"),
 }
+
+
+def route_for_model(model_name: str) -> str:
+    """The gateway route a model server's model gets by default: its name lowercased
+    (``MobileNetV2`` -> ``/v1/models/mobilenetv2/predict``; the tutorial's ``ImageClassifier`` ->
+    ``imageclassifier``)."""
+    return model_name.lower()
+
+
+def render_models_config(model_names: list[str]) -> str:
+    """A MODELS_CONFIG TOML with one route per model (``route_for_model``) and nothing else: the
+    model server URL comes from ``MODEL_SERVER_URL`` and the rest from each version's metadata."""
+    # JSON strings are TOML basic strings: quoted, so a "." in a name cannot nest tables.
+    tables = [f"[models.{json.dumps(route_for_model(name))}]\nmodel_name = {json.dumps(name)}\n"
+              for name in model_names]
+    return "# Written by scripts/auto_cmd.py: one route per served model.\n\n" + "\n".join(tables)
 
 
 def default_specs(config: GatewayConfig) -> dict[str, ModelSpec]:
@@ -136,7 +160,7 @@ def spec_from_table(route: str, table: Any, source: Path, default_url: str) -> M
         kind, expected = _KEY_TYPES[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
-    values = dict(table)
+    values: dict[str, Any] = {**table, "explicit": frozenset(table)}
     input_format, input_name = signature_defaults(values.get("signature", DEFAULT_SIGNATURE))
     values.setdefault("input_format", input_format)
     values.setdefault("input_name", input_name)

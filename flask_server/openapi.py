@@ -81,6 +81,8 @@ def _schemas() -> dict[str, Any]:
             "model_name": {"type": "string", "description": "Name on the model server."},
             "state": {"type": "string", "enum": ["AVAILABLE", "UNAVAILABLE"]},
             "model_version": {"type": "integer"},
+            "classes": {"type": "integer", "minimum": 1,
+                        "description": "How many classes this version scores: the largest top_k it takes."},
             "warning": {"type": "string"},
             "error": {"type": "string", "description": "Why the model is UNAVAILABLE."},
         }}

@@ -47,7 +47,9 @@ def predict(model_route: str) -> Response:
     """
     model = chosen_model(model_route)
     # Checked against the model before the body is read, so a bad top_k is the error reported.
-    k = model.check_top_k(parse_top_k(request.args.get(TOP_K_PARAM), model.spec.top_k))
+    # Without one, classify uses the route's top_k capped at the version's classes.
+    raw_k = request.args.get(TOP_K_PARAM)
+    k = None if raw_k is None else model.check_top_k(parse_top_k(raw_k, model.spec.top_k))
     inputs = images_from_request(request, get_registry().max_batch_size)
     prediction = classify(model, inputs.images, k)
     body: dict[str, Any] = {"model": model.spec.route, "model_version": prediction.version,

@@ -30,6 +30,17 @@ class EncodedBatch:
     size: int
 
 
+@dataclasses.dataclass(frozen=True)
+class TopK:
+    """A ``serving_topk`` answer for N images: each image's best ``k`` classes, best first, as
+    ``scores`` float32 (N, k), ``class_index`` (N, k) and the class ids and labels (N lists of k)."""
+
+    scores: np.ndarray
+    class_index: np.ndarray
+    class_id: list[list[str]]
+    class_label: list[list[str]]
+
+
 @runtime_checkable
 class ModelServerTransport(Protocol):
     """How the gateway talks to one model server. Implement every member to add a transport.
@@ -45,11 +56,15 @@ class ModelServerTransport(Protocol):
     * ``model_metadata(name, version=None, label=None)``: ``{"model_spec": {"version": "3", ...},
       "metadata": {...}}`` for that version, label or the latest. ``metadata.export_info`` is our
       model server's extension; answer without it when the server has none.
-    * ``encode(spec, batch)``: the predict request for ``batch`` (N, H, W, 3) in this transport's
-      wire form, as an ``EncodedBatch`` of N images. ``batch`` is what ``wire_format.model_input``
-      made for ``spec``: uint8 pixels for ``raw_uint8_b64``, scaled float32 otherwise.
+    * ``encode(spec, batch, k=None)``: the predict request for ``batch`` (N, H, W, 3) in this
+      transport's wire form, as an ``EncodedBatch`` of N images. ``batch`` is what
+      ``wire_format.model_input`` made for ``spec``: uint8 pixels for ``raw_uint8_b64``, scaled
+      float32 otherwise. ``k`` is sent with each image when ``spec.signature`` is ``serving_topk``.
     * ``predict(spec, encoded, version)``: run ``encoded`` on exactly that version of
       ``spec.model_name`` with ``spec.signature``; return the scores as float32 (N, classes).
+    * ``predict_top_k(spec, encoded, version)``: the same for ``serving_topk``, whose answer is
+      each image's best classes with their names (``TopK``). The gateway only calls it for versions
+      whose metadata lists ``serving_topk``.
     * ``close()``: release connections.
 
     Every method takes an optional ``request_id`` to forward (REST sends it as ``X-Request-ID``).
@@ -72,13 +87,18 @@ class ModelServerTransport(Protocol):
         """The model's metadata for a version, a label or the latest (see the class docstring)."""
         ...
 
-    def encode(self, spec: ModelSpec, batch: np.ndarray) -> EncodedBatch:
+    def encode(self, spec: ModelSpec, batch: np.ndarray, k: int | None = None) -> EncodedBatch:
         """The predict request for ``batch`` (N, H, W, 3) in this transport's wire form."""
         ...
 
     def predict(self, spec: ModelSpec, encoded: EncodedBatch, version: int,
                 request_id: str | None = None) -> np.ndarray:
         """Scores (N, classes) float32 from that exact version."""
+        ...
+
+    def predict_top_k(self, spec: ModelSpec, encoded: EncodedBatch, version: int,
+                      request_id: str | None = None) -> TopK:
+        """``serving_topk``'s best classes for each image, from that exact version."""
         ...
 
     def close(self) -> None:

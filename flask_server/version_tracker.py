@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask_server.errors import BadModelServerReply, ModelNotAvailable, quote_reply
+from flask_server.model_metadata import VersionMetadata
 from flask_server.transport import ModelServerTransport
-from serving_contract.export import EXPORT_INFO_METADATA_KEY
 
 STATUS_TTL = 1.0
 # TF Serving's version states (ModelVersionStatus.State); the gateway reports UNAVAILABLE for a
@@ -58,7 +58,8 @@ class VersionTracker:
         self._lock = threading.Lock()
         self._tickets = 0
         self._cached: _CachedVersion | None = None
-        self._export_info: dict[int, dict[str, Any]] = {}
+        # A version's metadata never changes while it is loaded (a new export is a new version).
+        self._metadata: dict[int, VersionMetadata] = {}
 
     def current(self, refresh: bool = False) -> int:
         """The version to call now; raises ModelNotAvailable if there is none."""
@@ -88,13 +89,16 @@ class VersionTracker:
                 raise
             return call(fresh), fresh
 
-    def export_info(self, version: int) -> dict[str, Any]:
-        """The version's ``export_info`` from the metadata (fetched once per version), or {}."""
-        info = self._export_info.get(version)
-        if info is None:
+    def metadata(self, version: int) -> VersionMetadata:
+        """The version's signatures and export_info, fetched once per version.
+
+        Raises the transport's BackendError when the model server cannot answer (nothing is cached then).
+        """
+        metadata = self._metadata.get(version)
+        if metadata is None:
             reply = self.client.model_metadata(self.model_name, version)
-            info = self._export_info[version] = _export_info(reply)
-        return info
+            metadata = self._metadata[version] = VersionMetadata.from_reply(reply)
+        return metadata
 
     def _resolve(self) -> int:
         if self.label is not None:
@@ -103,7 +107,7 @@ class VersionTracker:
             if version is None:
                 raise BadModelServerReply(f"metadata of {self.model_name!r} label {self.label!r} has no "
                                           f"model_spec.version: {quote_reply(reply)}")
-            self._export_info.setdefault(version, _export_info(reply))
+            self._metadata.setdefault(version, VersionMetadata.from_reply(reply))
             return version
         statuses = self.client.model_status(self.model_name)
         available = sorted(_version_number(s) for s in statuses if s.get("state") == AVAILABLE)
@@ -117,12 +121,6 @@ class VersionTracker:
             raise ModelNotAvailable(f"model {self.model_name!r} has no AVAILABLE version on the model "
                                     f"server ({_describe_states(statuses)})", self.client.base_url)
         return available[-1]
-
-
-def _export_info(metadata: dict[str, Any]) -> dict[str, Any]:
-    """``metadata.export_info`` (our model server's extension); {} from tensorflow_model_server."""
-    info = (metadata.get("metadata") or {}).get(EXPORT_INFO_METADATA_KEY) if isinstance(metadata, dict) else None
-    return info if isinstance(info, dict) else {}
 
 
 def _spec_version(metadata: dict[str, Any]) -> int | None:

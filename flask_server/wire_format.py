@@ -6,6 +6,8 @@ I/O. The JSON keys are TF Serving's (tensorflow_serving/util/json_tensor.cc)::
     {"signature_name": "serving_uint8", "instances": [{"pixels_bytes": {"b64": "<HWC bytes>"}}, ...]}
     {"signature_name": "serving_default", "instances": [{"image": [[[r, g, b], ...], ...]}, ...]}
     -> {"predictions": [[p0, p1, ...], ...]}
+    {"signature_name": "serving_topk", "instances": [{"pixels_bytes": {"b64": "..."}, "k": 5}, ...]}
+    -> {"predictions": [{"scores": [...], "class_index": [...], "class_id": [...], "class_label": [...]}, ...]}
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import pybase64
 from flask_server.errors import BadModelServerReply, quote_reply
 from flask_server.model_config import RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
 from flask_server.preprocess import scale
-from flask_server.transport import EncodedBatch
-from serving_contract.export import OUTPUT_PROBABILITIES
+from flask_server.transport import EncodedBatch, TopK
+from serving_contract.export import (INPUT_K, OUTPUT_CLASS_ID, OUTPUT_CLASS_INDEX, OUTPUT_CLASS_LABEL,
+                                     OUTPUT_PROBABILITIES, OUTPUT_SCORES, SERVING_TOPK)
 
 # TF Serving JSON keys (tensorflow_serving/util/json_tensor.cc)
 SIGNATURE_NAME_KEY = "signature_name"
@@ -37,29 +40,35 @@ def model_input(spec: ModelSpec, pixels: np.ndarray) -> np.ndarray:
     return pixels if spec.input_format == RAW_UINT8_B64 else scale(pixels, spec.preprocessing)
 
 
-def encode_batch(spec: ModelSpec, batch: np.ndarray) -> EncodedBatch:
+def encode_batch(spec: ModelSpec, batch: np.ndarray, k: int | None = None) -> EncodedBatch:
     """``encode_predict_request`` with the number of images it holds."""
-    return EncodedBatch(encode_predict_request(spec, batch), batch.shape[0])
+    return EncodedBatch(encode_predict_request(spec, batch, k), batch.shape[0])
 
 
-def encode_predict_request(spec: ModelSpec, batch: np.ndarray) -> bytes:
+def encode_predict_request(spec: ModelSpec, batch: np.ndarray, k: int | None = None) -> bytes:
     """The predict body for ``spec``'s signature: raw uint8 or float32 bytes as b64, or float JSON.
 
-    ``batch`` is uint8 (N, H, W, 3) for ``raw_uint8_b64``, preprocessed float32 otherwise.
+    ``batch`` is uint8 (N, H, W, 3) for ``raw_uint8_b64``, preprocessed float32 otherwise. ``k``
+    goes with every image to ``serving_topk`` (required there, ignored elsewhere).
     """
+    if spec.signature == SERVING_TOPK and k is None:
+        raise ValueError(f"{SERVING_TOPK} needs k")
+    extra = b',"' + INPUT_K.encode() + b'":' + str(int(k)).encode() if spec.signature == SERVING_TOPK else b""
     if spec.input_format == RAW_UINT8_B64:
         if batch.dtype != np.uint8:  # a cast would silently wrap or truncate scaled pixels
             raise ValueError(f"{RAW_UINT8_B64} takes uint8 pixels, got {batch.dtype}")
-        return _raw_b64_body(spec, batch)
+        return _raw_b64_body(spec, batch, extra)
     if spec.input_format == RAW_FLOAT32_B64:
-        return _raw_b64_body(spec, np.ascontiguousarray(batch, dtype="<f4"))
+        return _raw_b64_body(spec, np.ascontiguousarray(batch, dtype="<f4"), extra)
     instances = [{spec.input_name: image} for image in np.asarray(batch, dtype=np.float32)]
     return orjson.dumps({SIGNATURE_NAME_KEY: spec.signature, INSTANCES_KEY: instances},
                         option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _raw_b64_body(spec: ModelSpec, batch: np.ndarray) -> bytes:
+def _raw_b64_body(spec: ModelSpec, batch: np.ndarray, extra: bytes = b"") -> bytes:
     """``{"signature_name": S, "instances": [{INPUT: {"b64": "..."}}, ...]}`` as bytes, built by joining.
+
+    ``extra`` (``,"k":5`` for serving_topk) is appended to every instance.
 
     Each image's HWC bytes in ``batch``'s dtype; base64 is 4/3 of that (357 KB for 299x299 uint8,
     1.4 MB for float32; float JSON is 5.8 MB). The base64 output is ASCII with no character JSON
@@ -74,7 +83,7 @@ def _raw_b64_body(spec: ModelSpec, batch: np.ndarray) -> bytes:
     for i, image in enumerate(batch):
         # pybase64 (SIMD) reads each image's buffer in place, no tobytes() copy: 0.06 ms for 299x299
         # float32 against binascii's 2.3 ms, with the same output.
-        parts += [b"," if i else b"", instance_head, pybase64.b64encode(image), b'"}}']
+        parts += [b"," if i else b"", instance_head, pybase64.b64encode(image), b'"}', extra, b"}"]
     parts.append(b"]}")
     # One join: the only copy of the base64 text (a worker holds one per request in flight).
     return b"".join(parts)
@@ -97,3 +106,26 @@ def decode_predictions(reply: dict[str, Any], batch_size: int, where: str, detai
         raise BadModelServerReply(f"{where}: expected {PREDICTIONS_KEY!r} with {batch_size} row(s) of "
                                   f"{OUTPUT_PROBABILITIES}, got {quote_reply(reply)}", detail)
     return scores
+
+
+def decode_top_k(reply: dict[str, Any], batch_size: int, where: str, detail: str | None = None) -> TopK:
+    """``serving_topk``'s row-format reply as a ``TopK``; BadModelServerReply if it is not one.
+
+    ``where`` and ``detail`` as for ``decode_predictions``.
+    """
+    rows = reply.get(PREDICTIONS_KEY)
+    try:
+        if not isinstance(rows, list) or len(rows) != batch_size or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("not one object per image")
+        scores = np.asarray([row[OUTPUT_SCORES] for row in rows], dtype=np.float32).reshape(batch_size, -1)
+        width = scores.shape[1]
+        indices = np.asarray([row[OUTPUT_CLASS_INDEX] for row in rows], dtype=np.int64).reshape(batch_size, width)
+        ids = [[str(v) for v in row[OUTPUT_CLASS_ID]] for row in rows]
+        labels = [[str(v) for v in row[OUTPUT_CLASS_LABEL]] for row in rows]
+        if any(len(row) != width for row in ids + labels):
+            raise ValueError("outputs of different widths")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadModelServerReply(f"{where}: expected {PREDICTIONS_KEY!r} with {batch_size} row(s) of "
+                                  f"{OUTPUT_SCORES}, {OUTPUT_CLASS_INDEX}, {OUTPUT_CLASS_ID} and {OUTPUT_CLASS_LABEL} "
+                                  f"({exc}), got {quote_reply(reply)}", detail) from exc
+    return TopK(scores, indices, ids, labels)

@@ -11,6 +11,7 @@ server. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -480,3 +481,17 @@ def load_monitoring_config(config: ServerConfig) -> MonitoringConfig:
     if config.monitoring_config_file:
         return parse_monitoring_config(config.monitoring_config_file)
     return MonitoringConfig()
+
+
+def format_model_config_text(models: dict[str, str]) -> str:
+    """A ModelServerConfig text proto serving each ``name -> base_path`` (absolute) with the default
+    version policy: what ``--model_config_file`` takes, for this server and ``tensorflow_model_server``."""
+    # JSON's escapes for '"' and '\\' are text proto's too; other characters stay as UTF-8.
+    entries = "".join(f"  config {{\n    name: {_quoted(name)}\n    base_path: {_quoted(str(base_path))}\n"
+                      f"    model_platform: \"{DEFAULT_MODEL_PLATFORM}\"\n  }}\n"
+                      for name, base_path in models.items())
+    return f"model_config_list {{\n{entries}}}\n"
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)

@@ -11,9 +11,18 @@ Stop with ``q`` / ``exit`` + Enter, Ctrl-C or SIGTERM. With ``--no-input`` (or w
 terminal and reaches end of file, e.g. ``< /dev/null``) it runs until SIGTERM or Ctrl-C.
 If a server dies, its last log lines are printed, the other one is stopped and the exit code is 1.
 
+Several models from one model server: repeated ``--model NAME=BASE_PATH`` or a TF Serving
+``--model-config-file``; auto_cmd writes the model server's model config file and the gateway's
+``MODELS_CONFIG`` with a route per model, ``/v1/models/<name lowercased>/predict``
+(scripts/model_list.py). One model (``--model-name``, default ImageClassifier) is served at its
+lowercased name too: ``/v1/models/imageclassifier/predict``, plus the tutorial's
+``/imageclassifier/predict/``.
+
 Typical usage (``make run`` does this after exporting a model)::
 
     .venv/bin/python scripts/auto_cmd.py --model-base-path my_image_classifier
+    .venv/bin/python scripts/auto_cmd.py --model-base-path models/MobileNetV2 --model-name MobileNetV2
+    .venv/bin/python scripts/auto_cmd.py --model InceptionV3=models/InceptionV3 --model MobileNetV2=models/MobileNetV2
     .venv/bin/python scripts/auto_cmd.py --host 0.0.0.0   # reachable from other machines
     make run MODEL_SERVER_ARGS="--enable_batching --batching_parameters_file=batching.txt"
 
@@ -28,6 +37,7 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,12 +45,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python scripts/auto_cmd.py`: make `scripts.` importable without pip -e
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scripts.model_list import chosen_models, missing_versions, parse_model_option, write_serving_files
 from scripts.processes import (DEFAULT_POLL_WAIT_SECONDS, REPO_ROOT, STARTUP_TIMEOUT, ChildDied, ChildProcess,
                                StopRequested, gateway_command, gateway_env, model_server_command,
-                               wait_for_http_ok, wait_for_model)
+                               wait_for_http_ok, wait_for_models)
 from scripts.processes import GATEWAY_APP, GUNICORN_CONF  # noqa: F401 (tests/test_deploy.py reads them here)
+from flask_server.model_config import DEFAULT_ROUTE
 from serving_contract.export import DEFAULT_MODEL_NAME
-from serving_contract.versions import list_versions
 
 DEFAULT_MODEL_BASE_PATH = REPO_ROOT / "my_image_classifier"
 DEFAULT_HOST = "127.0.0.1"
@@ -56,11 +67,13 @@ def client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
-def sample_commands(gateway_url: str, model_server_url: str, model_name: str,
+def sample_commands(gateway_url: str, model_server_url: str, model_name: str, routes: Sequence[str] = (),
                     grpc_address: str | None = None) -> list[str]:
-    """Ready-to-paste requests against both servers (and the gRPC port when it is on)."""
-    commands = [
-        f".venv/bin/python flask_server/flask_sample_request.py -i {SAMPLE_IMAGE} --url {gateway_url}",
+    """Ready-to-paste requests against both servers (``routes``: the gateway's, default the tutorial's;
+    and the gRPC port when it is on)."""
+    commands = [f".venv/bin/python flask_server/flask_sample_request.py -i {SAMPLE_IMAGE} --url {gateway_url}"
+                + (f" --model {route}" if route != DEFAULT_ROUTE else "") for route in routes or [DEFAULT_ROUTE]]
+    commands += [
         f".venv/bin/python scripts/serving_sample_request.py -i {SAMPLE_IMAGE} --url {model_server_url} "
         f"--model {model_name}",
     ]
@@ -82,7 +95,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-base-path", type=Path, default=DEFAULT_MODEL_BASE_PATH,
                         help="directory of numeric SavedModel versions (default: <repo>/my_image_classifier)")
-    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="model name in URLs (%(default)s)")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME,
+                        help="model name in URLs (%(default)s); the gateway route is its lowercased form")
+    parser.add_argument("--model", action="append", type=parse_model_option, default=[], metavar="NAME=BASE_PATH",
+                        help="serve this model (repeat for several; replaces --model-name/--model-base-path); "
+                             "each gets the gateway route /v1/models/<name lowercased>/predict")
+    parser.add_argument("--model-config-file", type=Path,
+                        help="a TF Serving model config file (text protobuf) listing the models to serve")
     parser.add_argument("--rest-api-port", type=int, default=DEFAULT_REST_API_PORT,
                         help="model server REST port (%(default)s)")
     parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT,
@@ -108,11 +127,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # progress must show up at once, even through a pipe
-    base_path = args.model_base_path.resolve()
-    if not list_versions(base_path):
-        print(f"error: no numeric model version under {base_path}; export one first "
-              f"(make model, or scripts/export_saved_model.py --base-path {base_path})", file=sys.stderr)
+    try:
+        models = chosen_models(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    missing = missing_versions(models)
+    for model in missing:
+        print(f"error: no numeric model version under {model.base_path}; export one first "
+              f"(make model, or scripts/export_saved_model.py --base-path {model.base_path})", file=sys.stderr)
+    if missing:
+        return 2
+    # The model server's model config file and the gateway's MODELS_CONFIG live as long as this run.
+    config_dir = tempfile.TemporaryDirectory(prefix="auto_cmd-")
+    model_config_file, gateway_config_file = write_serving_files(models, Path(config_dir.name))
+    several = bool(args.model or args.model_config_file)
+    if args.model_config_file:
+        model_config_file = args.model_config_file.resolve()  # the user's own: reloads and policies stay theirs
 
     stop = threading.Event()
     received: list[str] = []
@@ -129,8 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ms_url = f"http://{client_host(args.host)}:{args.rest_api_port}"
     gw_url = f"http://{client_host(args.host)}:{args.gateway_port}"
     grpc_address = f"{client_host(args.host)}:{args.grpc_port}" if args.grpc_port else None
-    ms_args = model_server_command(args.model_name, base_path, args.rest_api_port, args.host, args.poll_wait_seconds,
-                                   extra_args=shlex.split(args.model_server_args), grpc_port=args.grpc_port)
+    # One model keeps the tutorial's --model_name/--model_base_path command line.
+    model_flags = [f"--model_config_file={model_config_file}"] if several else []
+    ms_args = model_server_command(None if several else models[0].name, None if several else models[0].base_path,
+                                   args.rest_api_port, args.host, args.poll_wait_seconds,
+                                   extra_args=[*model_flags, *shlex.split(args.model_server_args)],
+                                   grpc_port=args.grpc_port)
     gw_args = gateway_command(f"{args.host}:{args.gateway_port}", args.gateway_workers)
 
     def progress(name: str) -> Callable[[str, float], None]:
@@ -142,16 +177,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"starting model server: {' '.join(ms_args)}", flush=True)
         children.append(ChildProcess("model_server", ms_args))
         print(f"starting gateway:      {' '.join(gw_args)}", flush=True)
-        children.append(ChildProcess("gateway", gw_args, env=gateway_env(ms_url)))
+        children.append(ChildProcess("gateway", gw_args, env=gateway_env(ms_url, gateway_config_file)))
         # Both start at once (the gateway needs no model to boot); readiness is checked in order.
-        ms_ready = wait_for_model(ms_url, args.model_name, children[0], args.startup_timeout,
-                                  progress("model_server"), stop)
+        ms_ready = wait_for_models(ms_url, [model.name for model in models], children[0], args.startup_timeout,
+                                   progress("model_server"), stop)
         gw_ready = wait_for_http_ok(f"{gw_url}/readyz", children[1], args.startup_timeout, progress("gateway"), stop)
         print(f"\nready: model server {ms_url} ({ms_ready:.1f} s), gateway {gw_url} ({gw_ready:.1f} s)")
-        print(f"  model status: {ms_url}/v1/models/{args.model_name}")
+        for model in models:
+            print(f"  {model.name}: POST {gw_url}/v1/models/{model.route}/predict "
+                  f"(model status: {ms_url}/v1/models/{model.name})")
         if grpc_address:
             print(f"  model server gRPC (TF Serving's PredictionService): {grpc_address}")
-        print("  try:\n    " + "\n    ".join(sample_commands(gw_url, ms_url, args.model_name, grpc_address)))
+        routes = [model.route for model in models]
+        print("  try:\n    " + "\n    ".join(sample_commands(gw_url, ms_url, models[0].name, routes, grpc_address)))
         if args.no_input:
             print("running until SIGTERM or Ctrl-C", flush=True)
         else:
@@ -177,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for child in reversed(children):
             returncode = child.stop()
             print(f"[{child.name}] stopped (exit code {returncode})", flush=True)
+        config_dir.cleanup()
     return code
 
 

@@ -202,11 +202,14 @@ def gateway_command(bind: str, workers: int | None = None, threads: int | None =
     return [*args, *extra_args, GATEWAY_APP]
 
 
-def gateway_env(model_server_url: str) -> dict[str, str]:
-    """Environment for the gateway: the model server's URL, and MODELS_CONFIG if the user set one."""
+def gateway_env(model_server_url: str, models_config: Path | None = None) -> dict[str, str]:
+    """Environment for the gateway: the model server's URL, and MODELS_CONFIG: the user's if set,
+    else ``models_config`` (auto_cmd's route per served model) when given."""
     env = {"MODEL_SERVER_URL": model_server_url}
     if os.environ.get("MODELS_CONFIG"):
         env["MODELS_CONFIG"] = os.environ["MODELS_CONFIG"]
+    elif models_config is not None:
+        env["MODELS_CONFIG"] = str(models_config)
     return env
 
 
@@ -281,3 +284,22 @@ def wait_for_http_ok(url: str, child: ChildProcess, timeout: float = STARTUP_TIM
                      stop: threading.Event | None = None) -> float:
     """Poll ``url`` until it answers 200; return seconds since the child was spawned."""
     return poll_until(url, child, timeout, http_ok_state, on_state, stop)[1]
+
+
+def wait_for_models(url: str, model_names: Sequence[str], child: ChildProcess, timeout: float = STARTUP_TIMEOUT,
+                    on_state: Callable[[str, float], None] | None = None,
+                    stop: threading.Event | None = None) -> float:
+    """``wait_for_model`` for each model in turn (one deadline for all); seconds since spawn.
+
+    With several models each state ``on_state`` gets is prefixed with the model's name.
+    """
+    def reporter(name: str) -> Callable[[str, float], None] | None:
+        if on_state is None or len(model_names) == 1:
+            return on_state
+        return lambda state, seconds: on_state(f"{name}: {state}", seconds)
+
+    deadline = time.monotonic() + timeout
+    elapsed = 0.0
+    for name in model_names:
+        elapsed = wait_for_model(url, name, child, max(0.0, deadline - time.monotonic()), reporter(name), stop)
+    return elapsed

@@ -42,10 +42,27 @@ function clearMessages() {
   setStatus("");
 }
 
-// GET /v1/models answers {"models": [{"model": <route>, "state", "model_version", ...}, ...]}.
-function modelNames(body) {
+// GET /v1/models answers {"models": [{"model": <route>, "model_name", "state", "model_version",
+// "classes", ...}, ...]}: every model the gateway serves, each with its own route.
+function modelEntries(body) {
   const items = Array.isArray(body) ? body : (body.models || []);
-  return items.map((item) => (typeof item === "string" ? item : item.model));
+  return items.map((item) => (typeof item === "string" ? { model: item } : item));
+}
+
+// The option for one model: its route as the value; its name, version and state as the text.
+function modelOption(entry) {
+  const details = [entry.model_name, entry.model_version !== undefined ? `v${entry.model_version}` : entry.state]
+    .filter(Boolean).join(", ");
+  const option = new Option(details ? `${entry.model} (${details})` : entry.model, entry.model);
+  if (entry.classes) option.dataset.classes = String(entry.classes);
+  return option;
+}
+
+// Top-5, or every class of a model that has fewer (the gateway refuses a top_k above the classes).
+function topK() {
+  const selected = $("model").selectedOptions[0];
+  const classes = selected ? Number(selected.dataset.classes) : NaN;
+  return Number.isFinite(classes) && classes > 0 ? Math.min(TOP_K, classes) : TOP_K;
 }
 
 async function loadModels() {
@@ -58,7 +75,7 @@ async function loadModels() {
   if (!response.ok) return showError(response);
   const select = $("model");
   const previous = select.value;
-  select.replaceChildren(...modelNames(await response.json()).map((name) => new Option(name, name)));
+  select.replaceChildren(...modelEntries(await response.json()).map(modelOption));
   if (previous) select.value = previous;
   clearMessages();
 }
@@ -128,7 +145,7 @@ async function classify(event) {
   setStatus(`Classifying ${file.name}…`);
   try {
     // The raw file as the body: the gateway reads image/* bodies directly, no base64 round trip.
-    const response = await fetch(`v1/models/${encodeURIComponent(model)}/predict?top_k=${TOP_K}`, {
+    const response = await fetch(`v1/models/${encodeURIComponent(model)}/predict?top_k=${topK()}`, {
       method: "POST",
       headers: { "Content-Type": file.type || "application/octet-stream", ...authHeaders() },
       body: file,

@@ -149,6 +149,18 @@ def test_grpc_vs_rest_measures_every_path_without_errors():
     assert float(ratio_row.rsplit("=", 1)[1].strip(" x|")) < 1
 
 
+@pytest.mark.e2e
+def test_gateway_signatures_measures_both_routes_without_errors():
+    proc = subprocess.run([sys.executable, "-m", "bench.gateway_signatures", "--kind", "tiny", "--requests", "3"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {line.split("|")[2].strip(): line.split("|") for line in proc.stdout.splitlines()
+            if line.startswith("| topk") or line.startswith("| uint8")}
+    assert set(rows) == {"serving_topk", "serving_uint8"}
+    # every row has its latency and reply size, and no request failed
+    assert all(float(row[3]) > 0 and int(row[6]) > 0 and row[7].strip() == "0" for row in rows.values())
+
+
 def run_module(module: str, *args: str) -> list[list[str]]:
     """Run ``python -m module --tiny args``; the cells of its table's rows (header and rule left out)."""
     proc = subprocess.run([sys.executable, "-m", module, "--tiny", *args], cwd=REPO_ROOT, capture_output=True,

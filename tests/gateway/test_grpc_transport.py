@@ -80,6 +80,17 @@ def test_predict_gives_the_rest_scores(grpc_client, rest_client, model_server, s
     assert '"gRPC Predict tiny" OK' in model_server.log() and "request_id=grpc-transport-test" in model_server.log()
 
 
+def test_serving_topk_gives_the_rest_answer(grpc_client, rest_client):
+    spec = spec_for("serving_topk")
+    by_grpc = grpc_client.predict_top_k(spec, grpc_client.encode(spec, PIXELS, 3), 1)
+    by_rest = rest_client.predict_top_k(spec, rest_client.encode(spec, PIXELS, 3), 1)
+    assert by_grpc.scores.shape == (3, 3) and by_grpc.class_index.tolist() == by_rest.class_index.tolist()
+    np.testing.assert_allclose(by_grpc.scores, by_rest.scores, atol=1e-6)
+    assert (by_grpc.class_id, by_grpc.class_label) == (by_rest.class_id, by_rest.class_label)
+    with pytest.raises(ValueError, match="serving_topk needs k"):
+        grpc_client.encode(spec, PIXELS)
+
+
 def test_uint8_input_refuses_scaled_pixels(grpc_client):
     with pytest.raises(ValueError, match="takes uint8 pixels"):
         grpc_client.encode(spec_for("serving_uint8"), PIXELS.astype(np.float32))

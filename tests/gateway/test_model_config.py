@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,11 @@ def test_default_is_the_tutorials_single_model():
 
 def test_example_file_loads_and_documents_the_defaults():
     specs = load_model_specs(GatewayConfig(models_config=str(EXAMPLE)))
-    assert specs["imageclassifier"] == load_model_specs(GatewayConfig())[DEFAULT_ROUTE]
+    # Only the keys a table states are explicit; the commented-out values are the defaults.
+    assert specs["imageclassifier"].explicit == {"model_server_url", "model_name"}
+    assert (dataclasses.replace(specs["imageclassifier"], explicit=frozenset())
+            == load_model_specs(GatewayConfig())[DEFAULT_ROUTE])
+    assert specs["mobilenetv2"].explicit == {"model_name"}
     resnet = specs["resnet50"]
     # A float signature picks the JSON input format and the "image" input by default.
     assert (resnet.input_format, resnet.input_name, resnet.version_label) == ("json", "image", "stable")
@@ -78,11 +83,12 @@ def test_a_grpc_url_means_the_grpc_protocol(tmp_path):
 
 
 def test_every_exported_signature_has_gateway_defaults():
-    # test that a probabilities signature added to the export contract cannot go without an input format here
+    # test that a signature added to the export contract (serving_topk included: the gateway calls it
+    # when a version has it) cannot go without an input format here
     from flask_server import model_config as models
     from serving_contract import export
 
-    assert set(models.KNOWN_SIGNATURES) == set(export.PROBABILITIES_SIGNATURES)
+    assert set(models.KNOWN_SIGNATURES) == set(export.SIGNATURES)
     assert models.DEFAULT_SIGNATURE in export.SIGNATURES
     assert export.SERVING_BYTES.endswith(models.BYTES_SUFFIX)
 

@@ -15,7 +15,7 @@ def test_labels_path_is_relative_to_the_file(tmp_path):
     specs = specs_from(tmp_path, '[models.m]\nlabels = "labels.txt"\n')
     assert specs["m"].labels == str(tmp_path / "labels.txt")
     assert specs["m"].model_server_url == "http://ms:9000"
-    assert ModelRegistry(specs, GatewayConfig()).get("m").classes == 2
+    assert ModelRegistry(specs, GatewayConfig()).get("m").labels == [("a", "a"), ("b", "b")]
 
 
 def test_missing_file_and_bad_labels_fail_at_start_up(tmp_path):

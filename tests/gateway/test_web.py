@@ -114,3 +114,36 @@ def test_page_asks_for_a_key_when_keys_are_on_and_docs_render(gateway_env):
         assert page.locator(".operation").count() == sum(len(item) for item in spec["paths"].values())
         assert page.is_visible("#auth") and "X-API-Key" in page.inner_text("#auth")
 
+
+
+@pytest.mark.e2e
+@pytest.mark.browser
+def test_page_lists_every_model_and_asks_a_small_one_for_its_classes_only(model_server_factory, tmp_path):
+    """Two models with no gateway configuration but their names: both are listed, and a 3-class
+    model is asked for 3 labels (top_k=5 would be a 400), named by the labels inside its export."""
+    from scripts.export_saved_model import export_keras_model
+    from tests.gateway.conftest import write_model_config
+    from tests.support.processes import start_gateway
+    from tests.support.tiny_models import build_tiny_classifier
+
+    colours = [("c0", "red"), ("c1", "green"), ("c2", "blue")]
+    paths = {"Colours": tmp_path / "Colours", "Ten": tmp_path / "Ten"}
+    export_keras_model(build_tiny_classifier((24, 24), 3, seed=7), paths["Colours"], 1, log=lambda _msg: None,
+                       labels=colours)
+    export_keras_model(build_tiny_classifier((28, 28), 10, seed=8), paths["Ten"], 1, log=lambda _msg: None)
+    write_model_config(tmp_path / "models.config", paths)
+    (tmp_path / "models.toml").write_text('[models.colours]\nmodel_name = "Colours"\n\n'
+                                          '[models.ten]\nmodel_name = "Ten"\n')
+    with model_server_factory(extra_args=[f"--model_config_file={tmp_path / 'models.config'}"],
+                              wait_for="Colours") as server, \
+            start_gateway({"MODEL_SERVER_URL": server.url, "MODELS_CONFIG": str(tmp_path / "models.toml")},
+                          wait_path="/readyz") as gateway, chromium_page() as page:
+        page.goto(gateway.url + "/")
+        page.wait_for_selector("body[data-ready=true]")
+        assert page.locator("#model option").all_inner_texts() == ["colours (Colours, v1)", "ten (Ten, v1)"]
+        page.select_option("#model", "colours")
+        page.set_input_files("#image", str(REPO_ROOT / "test_images" / "chelsea.jpg"))
+        page.click("#classify")
+        page.wait_for_selector("#result:not([hidden])")
+        assert sorted(page.locator("#predictions .label").all_inner_texts()) == ["blue", "green", "red"]
+        assert page.is_hidden("#error")

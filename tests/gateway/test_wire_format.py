@@ -11,7 +11,7 @@ import pytest
 
 from flask_server.errors import BadModelServerReply
 from flask_server.model_config import ModelSpec
-from flask_server.wire_format import decode_predictions, encode_predict_request
+from flask_server.wire_format import decode_predictions, decode_top_k, encode_predict_request
 
 SPEC = ModelSpec(route="m", model_server_url="http://unused", model_name="m", input_size=(2, 2))
 FLOAT32_SPEC = ModelSpec(route="m", model_server_url="http://unused", model_name="m", input_size=(2, 2),
@@ -69,3 +69,37 @@ def test_uint8_format_refuses_scaled_pixels():
 def test_unexpected_predictions_are_bad_replies(reply):
     with pytest.raises(BadModelServerReply):
         decode_predictions(reply, 1, "test")
+
+
+TOPK_SPEC = ModelSpec(route="m", model_server_url="http://unused", model_name="m", input_size=(2, 2),
+                      signature="serving_topk")
+
+
+def test_serving_topk_requests_send_k_with_every_image():
+    pixels = np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3)
+    body = json.loads(encode_predict_request(TOPK_SPEC, pixels, 3))
+    assert body["signature_name"] == "serving_topk"
+    assert [sorted(instance) for instance in body["instances"]] == [["k", "pixels_bytes"]] * 2
+    assert [instance["k"] for instance in body["instances"]] == [3, 3]
+    with pytest.raises(ValueError, match="serving_topk needs k"):
+        encode_predict_request(TOPK_SPEC, pixels)
+
+
+def test_serving_topk_replies():
+    reply = {"predictions": [{"scores": [0.7, 0.2], "class_index": [4, 0], "class_id": ["n4", "n0"],
+                              "class_label": ["tabby", "tench"]}]}
+    answer = decode_top_k(reply, 1, "where")
+    np.testing.assert_array_equal(answer.scores, np.float32([[0.7, 0.2]]))
+    assert answer.class_index.tolist() == [[4, 0]] and answer.class_label == [["tabby", "tench"]]
+    assert answer.class_id == [["n4", "n0"]]
+
+
+@pytest.mark.parametrize("reply", [
+    {"predictions": [[0.1, 0.9]]},  # a probabilities reply
+    {"predictions": [{"scores": [0.7], "class_index": [4], "class_id": ["n4"]}]},  # no labels
+    {"predictions": [{"scores": [0.7, 0.2], "class_index": [4, 0], "class_id": ["n4"], "class_label": ["a", "b"]}]},
+    {"predictions": []},
+])
+def test_bad_serving_topk_replies_are_502s(reply):
+    with pytest.raises(BadModelServerReply, match="^where: expected 'predictions' with 1 row"):
+        decode_top_k(reply, 1, "where")

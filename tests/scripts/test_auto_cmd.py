@@ -43,13 +43,15 @@ def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
 class AutoCmd:
     """auto_cmd.py running in a subprocess, its output collected line by line."""
 
-    def __init__(self, base_path: Path, models_config: Path, extra: list[str], stdin) -> None:
+    def __init__(self, base_path: Path, models_config: Path | None, extra: list[str], stdin) -> None:
         self.ms_port, self.gw_port, self.grpc_port = free_port(), free_port(), free_port()
         args = [sys.executable, "scripts/auto_cmd.py", "--model-base-path", str(base_path),
                 "--rest-api-port", str(self.ms_port), "--gateway-port", str(self.gw_port),
                 "--grpc-port", str(self.grpc_port),
                 "--gateway-workers", "1", *extra]
-        env = {**os.environ, "MODELS_CONFIG": str(models_config)}
+        env = {key: value for key, value in os.environ.items() if key != "MODELS_CONFIG"}
+        if models_config is not None:  # else auto_cmd writes a route per model itself
+            env["MODELS_CONFIG"] = str(models_config)
         self.popen = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdin=stdin, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
