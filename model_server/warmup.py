@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from model_server.errors import DataLoss, InvalidArgument, Unimplemented
+from model_server.example_codec import examples_of_input
 from model_server.routing import VERB_CLASSIFY, VERB_PREDICT, VERB_REGRESS
 from serving_contract.export import WARMUP_REQUESTS_PATH
 
@@ -56,27 +57,6 @@ def _records(path: Path) -> Iterator[bytes]:
         raise DataLoss(f"{exc.message}. Please verify your warmup data is in TFRecord format.") from exc
 
 
-def serialized_examples(request_input: Any) -> np.ndarray:
-    """A ``tensorflow.serving.Input`` as the string tensor classify/regress signatures take.
-
-    With ``example_list_with_context``, each example is the context merged with the example
-    (serialized messages concatenate into a merge, the example's features winning), as
-    TF Serving's InputToSerializedExampleTensor does.
-    """
-    kind = request_input.WhichOneof("kind")
-    if kind == "example_list":
-        serialized = [example.SerializeToString() for example in request_input.example_list.examples]
-    elif kind == "example_list_with_context":
-        with_context = request_input.example_list_with_context
-        context = with_context.context.SerializeToString()
-        serialized = [context + example.SerializeToString() for example in with_context.examples]
-    else:
-        serialized = []
-    if not serialized:
-        raise InvalidArgument("Input is empty")
-    return np.array(serialized, dtype=object)
-
-
 def requests_of(prediction_log: Any) -> list[WarmupRequest]:
     """The request(s) one PredictionLog holds (a multi-inference log holds one per task)."""
     import tensorflow as tf
@@ -92,10 +72,10 @@ def requests_of(prediction_log: Any) -> list[WarmupRequest]:
     if kind in ("classify_log", "regress_log"):
         request = getattr(prediction_log, kind).request
         verb = VERB_CLASSIFY if kind == "classify_log" else VERB_REGRESS
-        return [WarmupRequest(verb, request.model_spec.signature_name, examples=serialized_examples(request.input))]
+        return [WarmupRequest(verb, request.model_spec.signature_name, examples=examples_of_input(request.input))]
     if kind == "multi_inference_log":
         request = prediction_log.multi_inference_log.request
-        examples = serialized_examples(request.input)
+        examples = examples_of_input(request.input)
         requests = []
         for task in request.tasks:
             verb = _VERB_BY_METHOD.get(task.method_name)

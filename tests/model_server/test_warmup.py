@@ -11,7 +11,8 @@ import pytest
 
 from model_server.errors import DataLoss, InvalidArgument, Unimplemented
 from model_server.servable import load_servable, run_warmup
-from model_server.warmup import MAX_WARMUP_RECORDS, predict_log, serialized_examples, write_warmup_requests
+from model_server.example_codec import examples_of_input
+from model_server.warmup import MAX_WARMUP_RECORDS, predict_log, write_warmup_requests
 from serving_contract.export import WARMUP_REQUESTS_PATH
 from tests.model_server.conftest import export_half_plus_two
 
@@ -143,6 +144,6 @@ def test_examples_with_context_are_merged_example_last():
     with_context = request_input.example_list_with_context
     with_context.context.CopyFrom(example(x=1.0, y=7.0))
     with_context.examples.extend([example(x=5.0), example(z=2.0)])
-    merged = [tf.train.Example.FromString(raw) for raw in serialized_examples(request_input)]
+    merged = [tf.train.Example.FromString(raw) for raw in examples_of_input(request_input)]
     values = [{key: feature.float_list.value[0] for key, feature in e.features.feature.items()} for e in merged]
     assert values == [{"x": 5.0, "y": 7.0}, {"x": 1.0, "y": 7.0, "z": 2.0}]
