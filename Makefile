@@ -12,13 +12,15 @@ MODELS ?=
 MODEL_REPOSITORY ?= $(CURDIR)/models
 GRPC_PORT ?= 8500
 
-.PHONY: run test test-fast bench loadtest model export system-deps venv clean
+.PHONY: run test test-fast bench loadtest model export system-deps python-venv venv clean
 
 # Both servers up on 127.0.0.1 (model server REST :9000 and gRPC :$(GRPC_PORT), gateway :5000), ready
 # for a sample request. MODEL_SERVER_ARGS="--enable_batching ..." adds model server flags
-# (scripts/auto_cmd.py reads it); GRPC_PORT=0 turns gRPC off.
+# (scripts/auto_cmd.py reads it); GRPC_PORT=0 turns gRPC off. REST_API_PORT=9001 / GATEWAY_PORT=5001
+# pick other ports (when one is busy, auto_cmd says which and how).
 run: venv $(if $(MODELS),$(addprefix model-,$(MODELS)),model)
-	$(PY) scripts/auto_cmd.py $(if $(MODELS),$(foreach m,$(MODELS),--model $(m)=$(MODEL_REPOSITORY)/$(m)),--model-base-path $(MODEL_BASE_PATH)) --grpc-port $(GRPC_PORT)
+	$(PY) scripts/auto_cmd.py $(if $(MODELS),$(foreach m,$(MODELS),--model $(m)=$(MODEL_REPOSITORY)/$(m)),--model-base-path $(MODEL_BASE_PATH)) --grpc-port $(GRPC_PORT) \
+	  $(if $(REST_API_PORT),--rest-api-port=$(REST_API_PORT)) $(if $(GATEWAY_PORT),--gateway-port=$(GATEWAY_PORT))
 
 # The whole test suite (what .ci/run calls).
 test: venv system-deps
@@ -39,12 +41,29 @@ loadtest: venv
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-gateway.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || { $(MAKE) --no-print-directory python-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps tensorflow-serving-api==2.21.0
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
+
+# Debian and Ubuntu ship venv's ensurepip in its own package (python3.X-venv), without which
+# `python3 -m venv` fails: install it the way system-deps installs Redis, or say what to install.
+python-venv:
+	@command -v $(PYTHON) >/dev/null || { \
+	  echo "error: $(PYTHON) not found; install Python 3.10+ or set PYTHON=/path/to/python3" >&2; exit 1; }
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
+	  PKG=$$($(PYTHON) -c 'import sys; print("python3.%d-venv" % sys.version_info[1])'); \
+	  if command -v apt-get >/dev/null; then \
+	    echo "$(PYTHON) cannot create a virtual environment (no ensurepip): installing $$PKG (Debian package)..."; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$PKG; \
+	  else \
+	    echo "error: $(PYTHON) cannot create a virtual environment (its venv/ensurepip modules are missing);" \
+	      "install your system's Python venv package (Debian/Ubuntu: $$PKG) or set PYTHON=/path/to/python3" >&2; \
+	    exit 1; \
+	  fi; }
 
 # Redis (shared rate limits) and Chromium (the web page test) come from Debian's packages.
 system-deps:

@@ -87,6 +87,28 @@ malloc_arena_max = int(os.environ.get("GATEWAY_MALLOC_ARENA_MAX", "1"))
 _M_ARENA_MAX = -8  # from glibc's malloc.h
 
 
+def on_starting(server) -> None:
+    """Before gunicorn binds: a busy address is one line and exit code 1.
+
+    Without this gunicorn retries for five seconds, one "Connection in use" line each, and then
+    exits with "Can't connect to ..." without saying how to pick another address.
+    """
+    import sys
+
+    from serving_contract.ports import bind_error
+
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):  # a unix socket path: gunicorn's own check is clear enough
+            continue
+        host, port = address[0], address[1]
+        exc = bind_error(host, port)
+        if exc is not None:
+            shown = f"[{host}]" if ":" in host else host
+            print(f"Failed to start gateway. Error: cannot listen on {shown}:{port}: {exc.strerror or exc} "
+                  "(choose another address with --bind or GATEWAY_BIND)", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+
 def post_fork(server, worker) -> None:
     """In each new worker: limit glibc's malloc arenas (see above); a no-op where libc is not glibc."""
     if malloc_arena_max <= 0:

@@ -1,7 +1,9 @@
 """``python -m model_server``: tensorflow_model_server's command line, serving the REST API.
 
 Exit codes follow the real binary: 0 after a graceful stop (SIGTERM/SIGINT), 255 ("return -1")
-when the server cannot start, and 1 for a flag error (absl's behaviour).
+when the server cannot start, and 1 for a flag error (absl's behaviour). A port that cannot be
+bound (in use) is also 1: it is found before any model is loaded, and is the caller's to fix by
+picking another port, like a flag.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import os
 import signal
 import sys
 
-from model_server.config import ConfigError, FlagError, flags_usage, parse_flags
+from model_server.config import BindError, ConfigError, FlagError, flags_usage, parse_flags
 
 EXIT_OK = 0
 EXIT_FLAG_ERROR = 1
+EXIT_BIND_FAILED = 1
 EXIT_START_FAILED = 255
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s"
 VERSION = "model_server 0.1.0 (TF Serving REST API compatible)"
@@ -58,7 +61,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"Failed to start server. Error: {exc}", flush=True)
         server.shutdown()
-        return EXIT_START_FAILED
+        return EXIT_BIND_FAILED if isinstance(exc, BindError) else EXIT_START_FAILED
     server.wait_for_stop()
     server.shutdown()
     return EXIT_OK

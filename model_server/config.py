@@ -37,6 +37,10 @@ class ConfigError(Exception):
         return f"{self.code}: {self.message}"
 
 
+class BindError(ConfigError):
+    """A port the server must serve on cannot be bound (in use, not permitted): exit 1, before any model loads."""
+
+
 class FlagError(Exception):
     """A command-line flag problem, reported the way absl does."""
 

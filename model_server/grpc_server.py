@@ -28,7 +28,7 @@ import grpc
 from google.protobuf.message import Message
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from model_server.config import ConfigError
+from model_server.config import BindError
 from model_server.errors import ServingError
 from model_server.grpc_api import GrpcApi
 from model_server.monitoring import ENTRYPOINT_GRPC, Metrics
@@ -140,8 +140,8 @@ class GrpcServer:
             try:
                 port = self._server.add_insecure_port(address)
             except RuntimeError as exc:
-                raise ConfigError(f"Failed to BuildAndStart gRPC server: cannot listen on {address}: {exc}",
-                                  "UNAVAILABLE") from exc
+                raise BindError(f"Failed to BuildAndStart gRPC server: cannot listen on {address}: {exc}",
+                                "UNAVAILABLE") from exc
             self.ports.append(port)
 
     def start(self) -> None:

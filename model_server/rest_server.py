@@ -124,7 +124,12 @@ class _HttpServer(ThreadingHTTPServer):
     request_queue_size = _LISTEN_BACKLOG
 
     def __init__(self, address, api: RestApi, metrics: Metrics | None, metrics_path: str):
-        super().__init__(address, _RequestHandler)
+        super().__init__(address, _RequestHandler, bind_and_activate=False)
+        try:
+            self.server_bind()
+        except OSError:
+            self.server_close()
+            raise
         self.api = api
         self.metrics = metrics
         self.metrics_path = metrics_path
@@ -293,7 +298,12 @@ def _body_too_large(size: int) -> InvalidArgument:
 
 
 class RestServer:
-    """Owns the listening socket and its accept thread."""
+    """Owns the listening socket and its accept thread.
+
+    The constructor only binds the port (a busy port fails here, raising OSError); ``start`` listens
+    and accepts. In between, connections are refused rather than queued, so a client polling a
+    server that is still loading gets an immediate "connection refused", never a hung request.
+    """
 
     def __init__(self, host: str, port: int, api: RestApi, metrics: Metrics | None, metrics_path: str):
         self._httpd = _HttpServer((host, port), api, metrics, metrics_path)
@@ -301,13 +311,15 @@ class RestServer:
         self.address = self._httpd.server_address
 
     def start(self) -> None:
-        """Start accepting connections."""
+        """Listen and start accepting connections (OSError if the port was taken since the bind)."""
+        self._httpd.server_activate()
         self._thread.start()
 
     def shutdown(self, grace_s: float) -> bool:
         """Stop accepting, then wait up to ``grace_s`` for in-flight requests; True if all finished."""
         self._httpd.closing = True
-        self._httpd.shutdown()
+        if self._thread.is_alive():  # BaseServer.shutdown() waits forever for a loop that never ran
+            self._httpd.shutdown()
         self._httpd.socket.close()
         finished = self._httpd.wait_idle(grace_s)
         self._httpd.server_close()

@@ -10,6 +10,7 @@ finish (bounded), then stops the pollers.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,15 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from model_server.batching import BatchScheduler
-from model_server.config import (ConfigError, ModelConfig, ServerConfig, load_batching_config, load_model_configs,
-                                 load_monitoring_config, parse_channel_arguments, parse_model_config_text,
-                                 validate_model_configs)
+from model_server.config import (BindError, ConfigError, ModelConfig, ServerConfig, load_batching_config,
+                                 load_model_configs, load_monitoring_config, parse_channel_arguments,
+                                 parse_model_config_text, validate_model_configs)
 from model_server.errors import Unknown, error_for_code
 from model_server.monitoring import Metrics
 from model_server.repository import ModelRepository, ServableHandle
 from model_server.rest_server import RestApi, RestServer
 from model_server.servable import Servable, load_servable, session_config
 from model_server.versions import VersionManager
+from serving_contract.ports import reserve_port
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class ModelServer:
                                               config.tensorflow_inter_op_parallelism)
         self._rest: RestServer | None = None
         self._grpc = None  # GrpcServer, imported only when gRPC is on (it needs tensorflow-serving-api)
+        self._grpc_reservation: socket.socket | None = None  # holds --port from start-up until gRPC serves
         self._models_lock = threading.Lock()  # config reloads: the file poller and the gRPC ModelService
         self._stop_requested = threading.Event()
         self._config_poller: threading.Thread | None = None
@@ -69,7 +72,14 @@ class ModelServer:
     # -- start-up -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the initial models, then start serving. Raises ConfigError when it cannot."""
+        """Bind the ports, load the initial models, then start serving. Raises ConfigError when it cannot.
+
+        Binding comes first, before TensorFlow is even imported: a busy port fails (BindError) in
+        well under a second instead of after a model load of many seconds. Until the models are
+        loaded both ports are bound but not listening, so clients are refused rather than queued.
+        """
+        self._bind_rest()
+        self._reserve_grpc_port()
         _configure_tensorflow(self.config)
         if self._scheduler:
             self._scheduler.start()
@@ -85,6 +95,18 @@ class ModelServer:
         self._start_rest()
         self._start_config_poller()
 
+    def _reserve_grpc_port(self) -> None:
+        # Only reserved here: grpc listens as soon as it binds, and a listening port that does not
+        # serve yet would leave clients waiting for their deadline instead of refused at once.
+        config = self.config
+        if not config.port:
+            return
+        try:
+            self._grpc_reservation = reserve_port(config.rest_api_host, config.port)
+        except OSError as exc:
+            raise BindError(f"Failed to BuildAndStart gRPC server: cannot listen on "
+                            f"{config.rest_api_host}:{config.port}: {exc.strerror or exc}", "UNAVAILABLE") from exc
+
     def _start_grpc(self) -> None:
         config = self.config
         addresses = [f"{config.rest_api_host}:{config.port}"] if config.port else []
@@ -98,6 +120,7 @@ class ModelServer:
             from model_server.grpc_server import GrpcServer
         except ImportError as exc:
             raise ConfigError(f"{GRPC_PACKAGE_HINT} ({exc})", "FAILED_PRECONDITION") from exc
+        self._release_grpc_port()
         api = GrpcApi(self.repository, self._submit, self.reload_config, config.enable_serialization_as_tensor_content)
         self._grpc = GrpcServer(api, addresses, config.grpc_max_threads,
                                 parse_channel_arguments(config.grpc_channel_arguments), self.metrics)
@@ -107,12 +130,17 @@ class ModelServer:
         if config.grpc_socket_path:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", config.grpc_socket_path)
 
+    def _release_grpc_port(self) -> None:
+        if self._grpc_reservation is not None:
+            self._grpc_reservation.close()
+            self._grpc_reservation = None
+
     @property
     def grpc_port(self) -> int | None:
         """The bound gRPC TCP port (useful with --port=0 in tests), or None when gRPC is off."""
         return self._grpc.ports[0] if self._grpc is not None and self.config.port else None
 
-    def _start_rest(self) -> None:
+    def _bind_rest(self) -> None:
         config = self.config
         if not config.rest_api_port:
             log.warning("HTTP/REST API disabled (--rest_api_port=0): nothing will be served.")
@@ -122,10 +150,21 @@ class ModelServer:
                       "HTTP/REST API. Skipped exporting HTTP/REST API.")
             return
         api = RestApi(self.repository, self._submit, config.rest_api_timeout_in_ms / 1000)
-        self._rest = RestServer(config.rest_api_host, config.rest_api_port, api, self.metrics,
-                                self.monitoring.prometheus_path)
-        self._rest.start()
+        address = f"{config.rest_api_host}:{config.rest_api_port}"
+        try:
+            self._rest = RestServer(config.rest_api_host, config.rest_api_port, api, self.metrics,
+                                    self.monitoring.prometheus_path)
+        except OSError as exc:
+            raise BindError(_bind_failure(address, exc)) from exc
+
+    def _start_rest(self) -> None:
+        if self._rest is None:
+            return
         host, port = self._rest.address[:2]
+        try:
+            self._rest.start()
+        except OSError as exc:  # another process bound the port with SO_REUSEADDR and listened first
+            raise BindError(_bind_failure(f"{host}:{port}", exc)) from exc
         log.info("Exporting HTTP/REST API at:%s:%d ...", host, port)
 
     def _start_config_poller(self) -> None:
@@ -208,6 +247,7 @@ class ModelServer:
 
     def shutdown(self) -> None:
         """Stop accepting, finish in-flight requests (bounded), stop background work."""
+        self._release_grpc_port()
         grpc_done = self._grpc.stop(SHUTDOWN_GRACE_S) if self._grpc is not None else None
         if self._rest is not None:
             if not self._rest.shutdown(SHUTDOWN_GRACE_S):
@@ -219,6 +259,11 @@ class ModelServer:
         self.manager.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("Model server stopped.")
+
+
+def _bind_failure(address: str, exc: OSError) -> str:
+    """TF Serving's words for a server it could not start, with the operating system's reason."""
+    return f"Failed to start HTTP Server at {address}: {exc.strerror or exc}"
 
 
 def _configure_tensorflow(config: ServerConfig) -> None:

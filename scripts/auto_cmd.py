@@ -7,9 +7,16 @@ under gunicorn with ``flask_server/gunicorn.conf.py``, pointed at the model serv
 process groups, so Ctrl-C reaches this script only and it stops them in order: SIGTERM, a bounded
 wait, then SIGKILL.
 
+Before starting anything it checks that every port it will listen on is free, and otherwise exits 1
+with one line per busy port: who holds it (pid and command) and the flag or make variable that
+picks another (scripts/port_check.py). A readiness answer counts only from the process it started.
+
 Stop with ``q`` / ``exit`` + Enter, Ctrl-C or SIGTERM. With ``--no-input`` (or when stdin is not a
 terminal and reaches end of file, e.g. ``< /dev/null``) it runs until SIGTERM or Ctrl-C.
-If a server dies, its last log lines are printed, the other one is stopped and the exit code is 1.
+Once both are ready, a server that exits is reported (exit code, last log lines) and restarted with
+backoff while the other keeps running (scripts/supervisor.py); with ``--no-restart`` the other one
+is stopped instead and the exit code is 1. A server that fails during the first start-up is never
+retried: that is a configuration problem, and the exit code is 1.
 
 Several models from one model server: repeated ``--model NAME=BASE_PATH`` or a TF Serving
 ``--model-config-file``; auto_cmd writes the model server's model config file and the gateway's
@@ -46,10 +53,12 @@ if __package__ in (None, ""):  # run as `python scripts/auto_cmd.py`: make `scri
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.model_list import chosen_models, missing_versions, parse_model_option, write_serving_files
+from scripts.port_check import PortUse, busy_ports
 from scripts.processes import (DEFAULT_POLL_WAIT_SECONDS, REPO_ROOT, STARTUP_TIMEOUT, ChildDied, ChildProcess,
                                StopRequested, gateway_command, gateway_env, model_server_command,
                                wait_for_http_ok, wait_for_models)
 from scripts.processes import GATEWAY_APP, GUNICORN_CONF  # noqa: F401 (tests/test_deploy.py reads them here)
+from scripts.supervisor import Server, Supervisor
 from flask_server.model_config import DEFAULT_ROUTE
 from serving_contract.export import DEFAULT_MODEL_NAME
 
@@ -60,6 +69,9 @@ DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port in its tutorials
 DEFAULT_GATEWAY_PORT = 5000
 QUIT_WORDS = frozenset({"q", "quit", "exit"})
 SAMPLE_IMAGE = "test_images/chelsea.jpg"
+WATCH_INTERVAL_S = 0.5
+EXIT_PORT_BUSY = 1
+EXIT_NO_MODEL = 2
 
 
 def client_host(host: str) -> str:
@@ -116,12 +128,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="how often the model server looks for new versions (%(default)s s)")
     parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT,
                         help="seconds each server may take to become ready (%(default)s)")
+    parser.add_argument("--no-restart", action="store_true",
+                        help="when a server exits, stop the other one and exit 1 instead of restarting it")
     parser.add_argument("--no-input", action="store_true",
                         help="do not read the keyboard; run until SIGTERM or Ctrl-C")
     parser.add_argument("--model-server-args", default=os.environ.get("MODEL_SERVER_ARGS", ""),
                         help="more model server flags, one shell-quoted string, e.g. \"--enable_batching "
                              "--tensorflow_intra_op_parallelism=1\" (default: MODEL_SERVER_ARGS)")
     return parser.parse_args(argv)
+
+
+def port_uses(args: argparse.Namespace) -> list[PortUse]:
+    """Every port this run will listen on, with the flag and make variable that change it."""
+    uses = [PortUse(args.rest_api_port, "model server REST API", "--rest-api-port", "REST_API_PORT")]
+    if args.grpc_port:  # 0 turns gRPC off
+        uses.append(PortUse(args.grpc_port, "model server gRPC API", "--grpc-port", "GRPC_PORT"))
+    return [*uses, PortUse(args.gateway_port, "gateway", "--gateway-port", "GATEWAY_PORT")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,13 +153,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         models = chosen_models(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_NO_MODEL
     missing = missing_versions(models)
     for model in missing:
         print(f"error: no numeric model version under {model.base_path}; export one first "
               f"(make model, or scripts/export_saved_model.py --base-path {model.base_path})", file=sys.stderr)
     if missing:
-        return 2
+        return EXIT_NO_MODEL
+    # Before anything starts: a busy port would otherwise surface only after a model load, or
+    # worse, another program's answer would be taken for our server's.
+    problems = busy_ports(args.host, port_uses(args))
+    if problems:
+        print("\n".join(problems), file=sys.stderr, flush=True)
+        return EXIT_PORT_BUSY
     # The model server's model config file and the gateway's MODELS_CONFIG live as long as this run.
     config_dir = tempfile.TemporaryDirectory(prefix="auto_cmd-")
     model_config_file, gateway_config_file = write_serving_files(models, Path(config_dir.name))
@@ -171,18 +199,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(name: str) -> Callable[[str, float], None]:
         return lambda state, elapsed: print(f"[{name}] {state} after {elapsed:.1f} s", flush=True)
 
+    # Both start at once (the gateway needs no model to boot); readiness is checked in order.
+    servers = [
+        Server("model_server", lambda: ChildProcess("model_server", ms_args),
+               lambda child, stop: wait_for_models(ms_url, [model.name for model in models], child,
+                                                   args.startup_timeout, progress("model_server"), stop)),
+        Server("gateway", lambda: ChildProcess("gateway", gw_args, env=gateway_env(ms_url, gateway_config_file)),
+               lambda child, stop: wait_for_http_ok(f"{gw_url}/readyz", child, args.startup_timeout,
+                                                    progress("gateway"), stop),
+               wait_ready_again=lambda child, stop: wait_for_http_ok(f"{gw_url}/healthz", child,
+                                                                     args.startup_timeout, None, stop)),
+    ]
+    supervisor = Supervisor(servers, stop, restart=not args.no_restart)
     code = 0
-    children: list[ChildProcess] = []
     try:
         print(f"starting model server: {' '.join(ms_args)}", flush=True)
-        children.append(ChildProcess("model_server", ms_args))
         print(f"starting gateway:      {' '.join(gw_args)}", flush=True)
-        children.append(ChildProcess("gateway", gw_args, env=gateway_env(ms_url, gateway_config_file)))
-        # Both start at once (the gateway needs no model to boot); readiness is checked in order.
-        ms_ready = wait_for_models(ms_url, [model.name for model in models], children[0], args.startup_timeout,
-                                   progress("model_server"), stop)
-        gw_ready = wait_for_http_ok(f"{gw_url}/readyz", children[1], args.startup_timeout, progress("gateway"), stop)
-        print(f"\nready: model server {ms_url} ({ms_ready:.1f} s), gateway {gw_url} ({gw_ready:.1f} s)")
+        ready = supervisor.start_all()
+        ms, gw = (server.child.pid for server in servers)
+        print(f"\nready: model server {ms_url} (pid {ms}, {ready['model_server']:.1f} s), "
+              f"gateway {gw_url} (pid {gw}, {ready['gateway']:.1f} s)")
         for model in models:
             print(f"  {model.name}: POST {gw_url}/v1/models/{model.route}/predict "
                   f"(model status: {ms_url}/v1/models/{model.name})")
@@ -190,17 +226,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  model server gRPC (TF Serving's PredictionService): {grpc_address}")
         routes = [model.route for model in models]
         print("  try:\n    " + "\n    ".join(sample_commands(gw_url, ms_url, models[0].name, routes, grpc_address)))
+        print("a server that exits is " + ("not restarted (--no-restart)" if args.no_restart
+                                          else "restarted with backoff (1 s doubling to 30 s)"))
         if args.no_input:
             print("running until SIGTERM or Ctrl-C", flush=True)
         else:
             print("type q + Enter (or Ctrl-C) to stop", flush=True)
             threading.Thread(target=_watch_stdin, args=(stop,), name="stdin", daemon=True).start()
-        while not stop.wait(0.5):
-            dead = next((c for c in children if not c.alive()), None)
-            if dead:
-                print(f"\nerror: {dead.name} exited with code {dead.popen.returncode}; last lines:\n{dead.tail()}",
-                      file=sys.stderr, flush=True)
-                code = 1
+        while not stop.wait(WATCH_INTERVAL_S):
+            watched = supervisor.watch()
+            if watched is not None:
+                code = watched
                 break
     except StopRequested:
         pass  # reported below, with the signal's name
@@ -211,10 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if received:
             print(f"\n{received[0]} received", flush=True)
         print("stopping...", flush=True)
-        # Gateway first, so it stops taking requests before its backend goes away.
-        for child in reversed(children):
-            returncode = child.stop()
-            print(f"[{child.name}] stopped (exit code {returncode})", flush=True)
+        supervisor.stop_all()  # gateway first, so it stops taking requests before its backend goes away
         config_dir.cleanup()
     return code
 

@@ -5,10 +5,12 @@
 * ``ChildProcess``: a server in its own process group, its output kept in a log file or echoed;
   ``stop`` ends the whole group (SIGTERM, bounded wait, SIGKILL).
 * ``wait_for_model`` / ``wait_for_http_ok`` / ``poll_until``: bounded readiness waits that fail at
-  once, with the server's last lines, if it dies while starting.
+  once, with the server's last lines, if it dies while starting, and that accept an answer only
+  from the process they wait for (not from another program already on the port).
 
-scripts/auto_cmd.py adds the command-line front end; bench/servers.py and tests/support/processes.py
-add free ports, memory readings and pytest-friendly wrappers.
+scripts/auto_cmd.py adds the command-line front end and scripts/supervisor.py the restarts;
+bench/servers.py and tests/support/processes.py add free ports, memory readings and pytest-friendly
+wrappers.
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
+from scripts.port_check import describe_holder, listener_pids
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
+LOCAL_HOSTS = frozenset({LOOPBACK, "localhost", "0.0.0.0", "::1"})
 # The real server insists on a gRPC port; ours serves gRPC on --port only when it is not 0.
 REAL_SERVER_GRPC_PORT = 8500
 REAL_SERVER_BINARY = "tensorflow_model_server"
@@ -117,6 +123,17 @@ class ChildProcess:
     def alive(self) -> bool:
         """True while the main process has not exited."""
         return self.popen.poll() is None
+
+    def listener_not_ours(self, port: int) -> str | None:
+        """Who listens on ``port`` if it is visibly not this process group (e.g. "pid 123 (...)"); else None.
+
+        None also when the listeners cannot be seen (no /proc, another user's process): then the
+        answer is accepted, as before this check existed.
+        """
+        pids = listener_pids(port)
+        if not pids or any(_process_group(pid) == self.popen.pid for pid in pids):
+            return None
+        return describe_holder(port)
 
     def log(self) -> str:
         """Everything the process has printed so far (with ``echo`` and no ``log_path``: the last 200 lines)."""
@@ -214,10 +231,18 @@ def gateway_env(model_server_url: str, models_config: Path | None = None) -> dic
 
 
 def model_state(response: requests.Response) -> tuple[str, bool]:
-    """(state, done) of a ``GET /v1/models/<name>`` answer: done once a version is AVAILABLE."""
+    """(state, done) of a ``GET /v1/models/<name>`` answer: done once a version is AVAILABLE.
+
+    Only TF Serving's model status JSON counts: any other 200 (another program on the port) is
+    reported as such and never taken for a ready model.
+    """
     if response.status_code != 200:
         return f"HTTP {response.status_code}", False
-    states = [v.get("state", "?") for v in response.json().get("model_version_status", [])]
+    body = response.json()
+    versions = body.get("model_version_status") if isinstance(body, dict) else None
+    if not isinstance(versions, list) or not all(isinstance(v, dict) for v in versions):
+        return "HTTP 200 without a model_version_status list (not a model server?)", False
+    states = [v.get("state", "?") for v in versions]
     if "AVAILABLE" in states:
         return "AVAILABLE", True
     return ",".join(states) or "no versions yet", False
@@ -226,6 +251,19 @@ def model_state(response: requests.Response) -> tuple[str, bool]:
 def http_ok_state(response: requests.Response) -> tuple[str, bool]:
     """(state, done) of any answer: done on 200."""
     return f"HTTP {response.status_code}", response.status_code == 200
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:  # exited meanwhile
+        return None
+
+
+def _local_port(url: str) -> int | None:
+    """The port of a URL on this machine (the only kind whose listener can be looked up), else None."""
+    parts = urlsplit(url)
+    return parts.port if parts.hostname in LOCAL_HOSTS else None
 
 
 class StopRequested(Exception):
@@ -243,8 +281,12 @@ def poll_until(url: str, child: ChildProcess, timeout: float,
     both quote the child's last lines, which is what explains a failed start. Raises StopRequested
     once ``stop`` is set, so a signal handler only has to set an event (raising from a handler can
     unwind through a lock held inside subprocess or threading and leave it held).
+
+    An answer counts only if it comes from ``child``: when another process visibly holds the port
+    (a server that was already running there), the state says so and the wait goes on.
     """
     deadline = time.monotonic() + timeout
+    port = _local_port(url)
     last_state = None
     stop = stop or threading.Event()
     with requests.Session() as session:
@@ -260,6 +302,11 @@ def poll_until(url: str, child: ChildProcess, timeout: float,
                 state, done = state_of(response)
             except (requests.RequestException, ValueError) as exc:  # not listening yet / half-started
                 state, done = ("connecting" if response is None else repr(exc)), False
+            # Looked up when the answer changes or would be accepted: a /proc scan is ~15 ms.
+            if response is not None and port is not None and (done or state != last_state):
+                stranger = child.listener_not_ours(port)
+                if stranger:
+                    state, done = f"port {port} answered by {stranger}, not by {child.name}", False
             elapsed = time.monotonic() - child.started_at
             if state != last_state and on_state:
                 on_state(state, elapsed)

@@ -14,4 +14,6 @@ sample scripts, bench and the tests all import the same names instead of restati
 * ``serving_contract.preprocessing``: the ``keras.applications`` preprocessing modes and constants.
 * ``serving_contract.protobuf_wire``: protobuf wire-format primitives, for the messages both servers
   write by hand (tf.train.Example, TF Serving's gRPC requests) without TensorFlow.
+* ``serving_contract.ports``: whether a TCP address can be listened on, asked before anything
+  starts by both servers and by ``make run``'s pre-flight, so all three agree on "busy".
 """

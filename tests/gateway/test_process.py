@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from tests.gateway.conftest import REPO_ROOT, TEST_IMAGES, TEST_RATE_LIMITS, closed_port_url
-from tests.support.processes import free_port, spawn, wait_until
+from scripts.processes import gateway_command
+from tests.support.processes import free_port, only_line_starting, run_on_held_port, spawn, wait_until
 
 # Every case here runs the gateway or its client as a separate process.
 pytestmark = pytest.mark.e2e
@@ -103,3 +104,13 @@ def test_flask_run_in_the_package_folder_serves(gateway_env):
         assert response.status_code == 200 and len(response.json()["predictions"]) == 5
     finally:
         server.stop()
+
+
+def test_busy_port_under_gunicorn_is_one_line_and_exit_1():
+    code, log, port = run_on_held_port(lambda port: gateway_command(f"127.0.0.1:{port}", workers=1),
+                                       MAX_START_SECONDS * 2, {"MODEL_SERVER_URL": closed_port_url()})
+    # test that gunicorn's five retries are replaced by one line naming the address and how to change it
+    assert code == 1, log
+    failure = only_line_starting(log, "Failed to start gateway. Error: ")
+    assert f"127.0.0.1:{port}: Address already in use" in failure and "GATEWAY_BIND" in failure
+    assert "Connection in use" not in log and "Traceback" not in log

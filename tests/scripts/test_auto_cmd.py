@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from scripts import auto_cmd
-from tests.support.processes import REPO_ROOT, free_port
+from tests.support.processes import REPO_ROOT, free_port, held_port
 from tests.support.tiny_models import export_tiny_classifier
 
 READY_TIMEOUT = 90.0
@@ -43,8 +43,10 @@ def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
 class AutoCmd:
     """auto_cmd.py running in a subprocess, its output collected line by line."""
 
-    def __init__(self, base_path: Path, models_config: Path | None, extra: list[str], stdin) -> None:
-        self.ms_port, self.gw_port, self.grpc_port = free_port(), free_port(), free_port()
+    def __init__(self, base_path: Path, models_config: Path | None, extra: list[str], stdin,
+                 ms_port: int | None = None, gw_port: int | None = None, grpc_port: int | None = None) -> None:
+        self.ms_port, self.gw_port = ms_port or free_port(), gw_port or free_port()
+        self.grpc_port = grpc_port or free_port()
         args = [sys.executable, "scripts/auto_cmd.py", "--model-base-path", str(base_path),
                 "--rest-api-port", str(self.ms_port), "--gateway-port", str(self.gw_port),
                 "--grpc-port", str(self.grpc_port),
@@ -78,6 +80,18 @@ class AutoCmd:
 
     def output(self) -> str:
         return "".join(self.lines)[-6000:]
+
+    def pid_of(self, name: str) -> int:
+        """The pid auto_cmd last reported for the server ``name`` ("[gateway] started ..., pid N")."""
+        started = [line for line in self.lines if line.startswith(f"[{name}] started")]
+        assert started, self.output()
+        return int(started[-1].rsplit("pid ", 1)[1])
+
+    def __enter__(self) -> AutoCmd:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.kill()
 
     def kill(self) -> None:
         if self.popen.poll() is None:
@@ -119,8 +133,7 @@ def check_stopped_cleanly(run: AutoCmd) -> None:
 
 @pytest.mark.e2e
 def test_runs_until_sigterm_then_stops_both(tiny_model):
-    run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
-    try:
+    with AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL) as run:
         ready = run.wait_for_line("ready:", READY_TIMEOUT)
         assert f"http://127.0.0.1:{run.gw_port}" in ready
         grpc_line = run.wait_for_line("  model server gRPC", 10)
@@ -136,8 +149,6 @@ def test_runs_until_sigterm_then_stops_both(tiny_model):
         assert pasted.returncode == 0, pasted.stdout + pasted.stderr
         run.popen.send_signal(signal.SIGTERM)
         check_stopped_cleanly(run)
-    finally:
-        run.kill()
 
 
 @pytest.mark.e2e
@@ -146,39 +157,32 @@ def test_model_server_args_reach_the_model_server(tiny_model, tmp_path):
     # server it starts: batching with max_batch_size 1 rejects a two-image request, one image passes
     params = tmp_path / "batching.txt"
     params.write_text("max_batch_size { value: 1 }\nbatch_timeout_micros { value: 0 }\n")
-    run = AutoCmd(*tiny_model, ["--no-input", "--model-server-args", f"--enable_batching --batching_parameters_file={params}"],
-                  stdin=subprocess.DEVNULL)
-    try:
+    with AutoCmd(*tiny_model, ["--no-input", "--model-server-args", f"--enable_batching --batching_parameters_file={params}"],
+                  stdin=subprocess.DEVNULL) as run:
         run.wait_for_line("ready:", READY_TIMEOUT)
         url = f"http://127.0.0.1:{run.ms_port}/v1/models/{auto_cmd.DEFAULT_MODEL_NAME}:predict"
         image = [[[0.0] * 3] * 32] * 32
         two = requests.post(url, json={"instances": [image, image]}, timeout=30)
         assert two.status_code == 400 and "larger than maximum input batch size 1" in two.json()["error"], two.text
         assert requests.post(url, json={"instances": [image]}, timeout=30).status_code == 200
-    finally:
-        run.kill()
 
 
 @pytest.mark.e2e
 def test_sigterm_during_start_up_and_again_while_stopping(tiny_model):
     # test that a stop asked for while the model is still loading unwinds the start-up wait, and that
     # a second SIGTERM while stopping does not abort the clean stop (the handler only sets an event)
-    run = AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL)
-    try:
+    with AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL) as run:
         run.wait_for_line("starting gateway", READY_TIMEOUT)
         run.popen.send_signal(signal.SIGTERM)
         run.wait_for_line("stopping...", 10)
         run.popen.send_signal(signal.SIGTERM)
         check_stopped_cleanly(run)
         assert "SIGTERM received" in run.output()
-    finally:
-        run.kill()
 
 
 @pytest.mark.e2e
 def test_q_on_stdin_stops_both(tiny_model):
-    run = AutoCmd(*tiny_model, [], stdin=subprocess.PIPE)
-    try:
+    with AutoCmd(*tiny_model, [], stdin=subprocess.PIPE) as run:
         run.wait_for_line("ready:", READY_TIMEOUT)
         check_both_servers_answer(run)
         # test that an unrelated line is ignored and `q` stops everything
@@ -189,8 +193,94 @@ def test_q_on_stdin_stops_both(tiny_model):
         run.popen.stdin.write("q\n")
         run.popen.stdin.flush()
         check_stopped_cleanly(run)
-    finally:
-        run.kill()
+
+
+PREDICT_PATH = "/v1/models/imageclassifier/predict"
+REQUEST_BOUND = 5.0  # no request may hang: each one is given this long at most
+
+
+def predict_status(run: AutoCmd, timeout: float = REQUEST_BOUND) -> int:
+    photo = (REPO_ROOT / auto_cmd.SAMPLE_IMAGE).read_bytes()
+    response = requests.post(f"http://127.0.0.1:{run.gw_port}{PREDICT_PATH}", data=photo,
+                             headers={"Content-Type": "image/jpeg"}, timeout=timeout)
+    if response.status_code != 200:
+        assert response.json()["error"], response.text  # an error is always JSON with a message
+    return response.status_code
+
+
+def statuses_until_200(run: AutoCmd, within: float) -> list[int]:
+    """Predict statuses, one every 0.25 s, up to and including the first 200 (fails after ``within`` s)."""
+    seen: list[int] = []
+    deadline = time.monotonic() + within
+    while not seen or seen[-1] != 200:
+        assert time.monotonic() < deadline, f"no 200 after {within} s: {seen}\n{run.output()}"
+        seen.append(predict_status(run))
+        time.sleep(0.25)
+    return seen
+
+
+@pytest.mark.e2e
+def test_killed_model_server_gives_503_then_recovers(tiny_model):
+    with AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL) as run:
+        run.wait_for_line("running until SIGTERM", READY_TIMEOUT)
+        assert predict_status(run) == 200
+        gateway_pid, old_pid = run.pid_of("gateway"), run.pid_of("model_server")
+        os.kill(old_pid, signal.SIGKILL)
+        # test that clients get a JSON 503 at once (not connection refused, not a hang)...
+        assert predict_status(run, timeout=2.0) == 503
+        # ...the exit is reported with its code, the model server comes back by itself and the
+        # gateway, never restarted, answers 200 again
+        run.wait_for_line("[model_server] exited unexpectedly with code -9 (SIGKILL)", 10)
+        run.wait_for_line("[model_server] ready again", READY_TIMEOUT)
+        statuses = statuses_until_200(run, READY_TIMEOUT)
+        assert set(statuses) <= {200, 503}, statuses
+        assert run.pid_of("model_server") != old_pid and run.pid_of("gateway") == gateway_pid
+        run.popen.send_signal(signal.SIGTERM)
+        check_stopped_cleanly(run)
+
+
+@pytest.mark.e2e
+def test_killed_gateway_comes_back_while_the_model_server_keeps_running(tiny_model):
+    with AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL) as run:
+        run.wait_for_line("running until SIGTERM", READY_TIMEOUT)
+        model_server_pid = run.pid_of("model_server")
+        os.kill(run.pid_of("gateway"), signal.SIGKILL)
+        run.wait_for_line("[gateway] exited unexpectedly with code -9 (SIGKILL)", 10)
+        run.wait_for_line("[gateway] ready again", READY_TIMEOUT)
+        assert predict_status(run) == 200
+        assert run.pid_of("model_server") == model_server_pid
+        # test that q/SIGTERM still stops the restarted gateway too
+        run.popen.send_signal(signal.SIGTERM)
+        check_stopped_cleanly(run)
+
+
+@pytest.mark.e2e
+def test_no_restart_stops_everything_when_a_server_dies(tiny_model):
+    with AutoCmd(*tiny_model, ["--no-input", "--no-restart"], stdin=subprocess.DEVNULL) as run:
+        run.wait_for_line("running until SIGTERM", READY_TIMEOUT)
+        os.kill(run.pid_of("model_server"), signal.SIGKILL)
+        assert run.popen.wait(EXIT_TIMEOUT) == 1, run.output()
+        assert "[model_server] exited unexpectedly with code -9 (SIGKILL)" in run.output()
+        assert "started again" not in run.output()
+        assert port_closed(run.gw_port), "the gateway outlived auto_cmd"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("port_name", "flag"), [("ms_port", "--rest-api-port"), ("grpc_port", "--grpc-port"),
+                                                ("gw_port", "--gateway-port")])
+def test_busy_port_stops_before_starting_anything(tiny_model, port_name, flag):
+    with held_port() as (port, holder):
+        with AutoCmd(*tiny_model, ["--no-input"], stdin=subprocess.DEVNULL, **{port_name: port}) as run:
+            code = run.popen.wait(EXIT_TIMEOUT)
+        output = run.output()
+        # test that one line names the port, its holder (pid) and the flag that picks another
+        lines = [line for line in output.splitlines() if f"port {port} " in line]
+        assert code == 1 and len(lines) == 1, output
+        assert f"pid {holder.pid}" in lines[0] and f"{flag}=PORT" in lines[0], lines[0]
+        assert "Traceback" not in output and "starting" not in output and "started" not in output, output
+        others = {run.ms_port, run.grpc_port, run.gw_port} - {port}
+        assert all(port_closed(other) for other in others), "something was started"
+        assert holder.alive(), "the holder must not be touched"
 
 
 def test_end_of_input_keeps_running(monkeypatch):

@@ -16,6 +16,8 @@ command lines as ``make run`` (the gateway with flask_server/gunicorn.conf.py).
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -24,8 +26,19 @@ import requests
 from scripts.processes import (LOOPBACK, REPO_ROOT, ChildProcess, free_port, gateway_command, model_server_command,
                                model_state, poll_until)
 
-__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "launch_model_server", "model_available", "spawn",
-           "start_gateway", "wait_until"]
+__all__ = ["REPO_ROOT", "ServerProcess", "free_port", "held_port", "launch_model_server", "model_available",
+           "only_line_starting", "run_on_held_port", "spawn", "start_gateway", "wait_until"]
+
+# A stand-in for "something else already listening": another process, so its pid and command are
+# what a busy-port message should name.
+_LISTENER = """
+import socket, sys, time
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+print(sock.getsockname()[1], flush=True)
+time.sleep(600)
+"""
 
 
 class ServerProcess(ChildProcess):
@@ -115,3 +128,39 @@ def start_gateway(env: Mapping[str, str] | None = None, workers: int = 1, thread
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def held_port(timeout: float = 20.0) -> Iterator[tuple[int, ChildProcess]]:
+    """(port, holder): a port on 127.0.0.1 on which another process listens, until the block ends."""
+    holder = ChildProcess("listener", [sys.executable, "-c", _LISTENER], echo=False)
+    try:
+        deadline = time.monotonic() + timeout
+        while not holder.log().strip():
+            assert holder.alive() and time.monotonic() < deadline, f"listener did not start: {holder.log()}"
+            time.sleep(0.05)
+        yield int(holder.log().split()[0]), holder
+    finally:
+        holder.stop()
+
+
+def run_on_held_port(command: Callable[[int], Sequence[str]], timeout: float,
+                     env: Mapping[str, str] | None = None) -> tuple[int, str, int]:
+    """Start ``command(port)`` where another process already listens; (exit code, its log, port).
+
+    The server must exit by itself within ``timeout`` s (it is stopped either way).
+    """
+    with held_port() as (port, _holder):
+        server = spawn(command(port), port, env)
+        try:
+            code = server.popen.wait(timeout)
+        finally:
+            server.stop()
+    return code, server.log(), port
+
+
+def only_line_starting(log: str, prefix: str) -> str:
+    """The one line of ``log`` that starts with ``prefix`` (fails if there are none or several)."""
+    lines = [line for line in log.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, log
+    return lines[0]
