@@ -23,14 +23,14 @@ if not __package__:  # pragma: no cover - `flask run` inside flask_server/ impor
 
 from flask import Flask  # noqa: E402 (after the sys.path fix above)
 
-from flask_server import errors, registry, request_id, routes, security  # noqa: E402
+from flask_server import errors, proxies, registry, request_id, response_cache, routes, security  # noqa: E402
 from flask_server.config import GatewayConfig  # noqa: E402
 
 PACKAGE = "flask_server"
 # Preflight answers may be cached by browsers this long (seconds).
 CORS_MAX_AGE = 600
 # Response headers a browser page may read cross-origin (CORS hides all but a few by default).
-CORS_EXPOSE_HEADERS = (request_id.REQUEST_ID_HEADER, *security.RATE_LIMIT_HEADERS)
+CORS_EXPOSE_HEADERS = (request_id.REQUEST_ID_HEADER, response_cache.CACHE_HEADER, *security.RATE_LIMIT_HEADERS)
 
 
 def create_app(config: GatewayConfig | Mapping[str, Any] | None = None) -> Flask:
@@ -47,6 +47,8 @@ def create_app(config: GatewayConfig | Mapping[str, Any] | None = None) -> Flask
     # The package name, not __name__: `flask run` imports this module as "app", and static files
     # and templates must resolve to flask_server/ either way.
     app = Flask(PACKAGE)
+    # Outermost, so every hook and view (logs, metrics, per-address limits) sees the real client.
+    app.wsgi_app = proxies.wrap(app.wsgi_app, config.trusted_proxies)  # type: ignore[method-assign]
     app.config.update(
         MAX_CONTENT_LENGTH=config.max_body_bytes,
         # Flask's default (500 kB) would reject the tutorial's form-encoded base64 of a normal photo.
@@ -54,6 +56,7 @@ def create_app(config: GatewayConfig | Mapping[str, Any] | None = None) -> Flask
     )
     request_id.init_app(app)
     errors.init_app(app)
+    response_cache.init_app(app, config)  # before the registry, whose pipelines use it
     registry.init_app(app, config)
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.health_bp)

@@ -20,8 +20,17 @@ multi-model list comes from the TOML file named by ``MODELS_CONFIG`` (see ``mode
 | GATEWAY_RATE_LIMITS | default=60/minute | per-key limits: `tier=limit` pairs separated by `;` (Flask-Limiter syntax); only with keys |
 | GATEWAY_AUTH_FAILURE_LIMIT | 30/minute | unknown-key attempts (403) allowed per client IP before its api requests get 429; only with keys |
 | GATEWAY_RATELIMIT_STORAGE_URI | memory:// | Flask-Limiter storage, e.g. redis://127.0.0.1:6379/0 |
+| GATEWAY_TRUSTED_PROXIES | (empty) | proxies whose `X-Forwarded-For` names the client: hops `N` or addresses/CIDRs |
+| GATEWAY_CACHE | (empty) | response cache: `memory://?size=N` (LRU per process) or a Redis URL; empty: off |
+| GATEWAY_CACHE_TTL | 3600 | seconds a cached answer lives in Redis (the memory cache is bounded by size instead) |
 | GATEWAY_LOG_FORMAT | text | `text` or `json` (one line per request either way) |
 | GATEWAY_LOG_LEVEL | INFO | Python logging level |
+
+GATEWAY_TRUSTED_PROXIES: empty or 0 ignores `X-Forwarded-For`; a list (`10.0.0.0/8, 192.0.2.7`)
+believes it only from a listed peer; a hop count `N` (Werkzeug's ProxyFix) only fits when nothing
+reaches the gateway around the proxies (proxies.py). GATEWAY_CACHE: `size` defaults to 1024 entries;
+a Redis URL (`redis://host:6379/1`) is shared by every process and may be the rate limits' server
+(response_cache.py).
 
 Rate limits are per API key, so without keys nothing is limited (a gateway exposed without keys needs
 a proxy that limits per address) and Flask-Limiter is not even imported; see security.py. In a
@@ -51,6 +60,7 @@ DEFAULT_DECODE_CONCURRENCY = 1
 DEFAULT_RATE_LIMITS = "default=60/minute"
 DEFAULT_AUTH_FAILURE_LIMIT = "30/minute"
 DEFAULT_RATELIMIT_STORAGE_URI = "memory://"
+DEFAULT_CACHE_TTL = 3600.0
 
 
 class ConfigError(ValueError):
@@ -76,6 +86,9 @@ class GatewayConfig:
     rate_limits: str = DEFAULT_RATE_LIMITS
     auth_failure_limit: str = DEFAULT_AUTH_FAILURE_LIMIT
     ratelimit_storage_uri: str = DEFAULT_RATELIMIT_STORAGE_URI
+    trusted_proxies: str = ""
+    cache: str = ""
+    cache_ttl: float = DEFAULT_CACHE_TTL
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -110,7 +123,7 @@ class GatewayConfig:
                      "decode_concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_ENV_NAMES[name]} must be at least 1, got {getattr(self, name)}")
-        for name in ("backend_timeout", "backend_connect_timeout"):
+        for name in ("backend_timeout", "backend_connect_timeout", "cache_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_ENV_NAMES[name]} must be positive, got {getattr(self, name)}")
         if self.log_format not in ("text", "json"):
@@ -136,6 +149,9 @@ _ENV_NAMES = {
     "rate_limits": "GATEWAY_RATE_LIMITS",
     "auth_failure_limit": "GATEWAY_AUTH_FAILURE_LIMIT",
     "ratelimit_storage_uri": "GATEWAY_RATELIMIT_STORAGE_URI",
+    "trusted_proxies": "GATEWAY_TRUSTED_PROXIES",
+    "cache": "GATEWAY_CACHE",
+    "cache_ttl": "GATEWAY_CACHE_TTL",
     "log_format": "GATEWAY_LOG_FORMAT",
     "log_level": "GATEWAY_LOG_LEVEL",
 }

@@ -8,11 +8,15 @@
 | gateway_request_size_bytes | histogram | route |
 | gateway_response_size_bytes | histogram | route |
 | gateway_requests_in_flight | gauge | (none) |
+| gateway_cache_requests_total | counter | model, result (`hit` or `miss`) |
+| gateway_cache_errors_total | counter | (none) |
 
 ``route`` is the URL rule (``/v1/models/<model>/predict``), never the raw path, and ``model`` is the
 model that served the request (empty for errors before one was chosen), so label values stay bounded
 whatever clients send. The backend client reports its calls with ``backend_timer(model)`` or
-``observe_backend_call(model, seconds)``.
+``observe_backend_call(model, seconds)``. With a response cache (``GATEWAY_CACHE``), every answered
+prediction counts as a cache ``hit`` or ``miss`` (``g.cache_result``, set through ``response_cache.record_result``), and
+``observe_cache_error()`` counts reads and writes the cache's storage failed.
 
 Each app gets its own ``CollectorRegistry`` (tests build many apps). Under gunicorn with several
 workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the workers start: values then
@@ -41,6 +45,8 @@ METRICS_PATH = "/metrics"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 EXTENSION_KEY = "gateway_metrics"
 UNMATCHED_ROUTE = "<unmatched>"
+#: Attribute of ``g`` where response_cache.record_result puts a prediction's ``hit`` or ``miss``.
+CACHE_RESULT_ATTR = "cache_result"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 
@@ -56,6 +62,8 @@ class GatewayMetrics:
     request_size: Histogram
     response_size: Histogram
     in_flight: Gauge
+    cache_requests: Counter
+    cache_errors: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> GatewayMetrics:
@@ -77,6 +85,12 @@ class GatewayMetrics:
             # livesum: the sum over the workers that are alive, not over every pid ever seen.
             in_flight=Gauge("gateway_requests_in_flight", "Requests being handled now.",
                             registry=registry, multiprocess_mode="livesum"),
+            cache_requests=Counter("gateway_cache_requests_total",
+                                   "Predictions answered from the response cache (hit) or the model server (miss).",
+                                   ("model", "result"), registry=registry),
+            cache_errors=Counter("gateway_cache_errors_total",
+                                 "Response cache reads and writes that failed (answered without the cache).",
+                                 registry=registry),
         )
 
 
@@ -85,12 +99,23 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+def _current_metrics() -> GatewayMetrics | None:
+    """The current app's metrics; None outside an app context or in an app without them."""
+    return current_app.extensions.get(EXTENSION_KEY) if has_app_context() else None
+
+
 def observe_backend_call(model: str, seconds: float) -> None:
     """Record one model-server call of ``seconds``; does nothing outside an app with metrics."""
-    if has_app_context():
-        metrics: GatewayMetrics | None = current_app.extensions.get(EXTENSION_KEY)
-        if metrics is not None:
-            metrics.backend_duration.labels(model=model).observe(seconds)
+    metrics = _current_metrics()
+    if metrics is not None:
+        metrics.backend_duration.labels(model=model).observe(seconds)
+
+
+def observe_cache_error() -> None:
+    """Count one failed response cache operation; does nothing outside an app with metrics."""
+    metrics = _current_metrics()
+    if metrics is not None:
+        metrics.cache_errors.inc()
 
 
 @contextlib.contextmanager
@@ -136,6 +161,9 @@ def init_app(app: Flask, config: GatewayConfig) -> None:
         metrics.request_duration.labels(model=model, route=route).observe(request_latency())
         metrics.request_size.labels(route=route).observe(request.content_length or 0)
         metrics.response_size.labels(route=route).observe(response_size(response))
+        cache_result = g.get(CACHE_RESULT_ATTR)
+        if cache_result:
+            metrics.cache_requests.labels(model=model, result=cache_result).inc()
         return response
 
     @app.teardown_request

@@ -16,6 +16,7 @@ from flask import Flask, Response, jsonify
 from flask_server.config import GatewayConfig
 from flask_server.registry import get_registry
 from flask_server.request_id import REQUEST_ID_HEADER
+from flask_server.response_cache import CACHE_HEADER, HIT, MISS
 from flask_server.security import API_KEY_HEADER, auth_enabled
 
 OPENAPI_PATH = "/openapi.json"
@@ -42,6 +43,12 @@ AUTH_ERRORS = {
     "403": "Unknown API key.",
     "429": "Rate limit of the key's tier exceeded, or too many unknown keys from the client address; see Retry-After.",
 }
+
+
+#: Headers of a prediction answer.
+PREDICTION_HEADERS = {CACHE_HEADER: {
+    "required": False, "schema": {"type": "string", "enum": [HIT, MISS]},
+    "description": "Only with a response cache (GATEWAY_CACHE): whether this answer came from it."}}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -153,11 +160,13 @@ def build_spec(routes: list[str], auth: bool, version: str) -> dict[str, Any]:
     paths = {
         "/v1/models/{model}/predict": {"post": api_operation(
             "Classify one image, or a batch with `instances`.",
-            {"200": {"description": "Top-k labels.", "content": _json(_ref("PredictResponse"))}},
+            {"200": {"description": "Top-k labels.", "content": _json(_ref("PredictResponse")),
+                     "headers": PREDICTION_HEADERS}},
             PREDICT_ERRORS, operationId="predict", parameters=[model_param, top_k_param], requestBody=image_body)},
         "/imageclassifier/predict/": {"post": api_operation(
             "The tutorial's endpoint: form field `b64` -> top 5 as [wnid, label, score] rows.",
-            {"200": {"description": "Top 5.", "content": _json(_ref("TutorialResponse"))}},
+            {"200": {"description": "Top 5.", "content": _json(_ref("TutorialResponse")),
+                     "headers": PREDICTION_HEADERS}},
             PREDICT_ERRORS, operationId="tutorialPredict", requestBody=tutorial_body)},
         "/v1/models": {"get": api_operation(
             "Every configured model and its state on its model server.",

@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 
 from flask import Flask, current_app
 
+from flask_server import response_cache
 from flask_server.backend import ModelServerClient
+from flask_server.cache_stores import ResponseCache
 from flask_server.config import ConfigError, GatewayConfig
 from flask_server.errors import ModelNotFound
 from flask_server.labels import Label, LabelsError, load_labels
@@ -42,10 +44,12 @@ class ModelRegistry:
 
     ``open_transport`` builds a model server's transport the first time a spec names it; pass
     another to serve models over another transport (it must implement ``ModelServerTransport``).
+    ``cache`` (GATEWAY_CACHE; None: off) is shared by every model, each under its own keys.
     """
 
     def __init__(self, specs: Mapping[str, ModelSpec], config: GatewayConfig,
-                 open_transport: Callable[[ModelSpec, GatewayConfig], ModelServerTransport] = open_transport) -> None:
+                 open_transport: Callable[[ModelSpec, GatewayConfig], ModelServerTransport] = open_transport,
+                 cache: ResponseCache | None = None) -> None:
         #: How many images one request may carry (GATEWAY_MAX_BATCH_SIZE).
         self.max_batch_size = config.max_batch_size
         # Held while an image is decoded and preprocessed (GATEWAY_DECODE_CONCURRENCY slots),
@@ -64,7 +68,7 @@ class ModelRegistry:
             if spec.model_server_url not in self.clients:
                 self.clients[spec.model_server_url] = open_transport(spec, config)
             self.models[route] = ServedModel(spec, labels_cache[spec.labels], self.clients[spec.model_server_url],
-                                             config.max_image_pixels, decode_slots)
+                                             config.max_image_pixels, decode_slots, cache)
 
     def get(self, route: str) -> ServedModel:
         """The model served at ``route``; raises ModelNotFound (404)."""
@@ -81,8 +85,10 @@ class ModelRegistry:
 
 
 def init_app(app: Flask, config: GatewayConfig) -> None:
-    """Load the model specs and labels and attach the registry to ``app``. Raises ConfigError."""
-    app.extensions[_EXTENSION_KEY] = ModelRegistry(load_model_specs(config), config)
+    """Load the model specs and labels and attach the registry to ``app``, with the response cache
+    ``response_cache.init_app`` opened (call that first). Raises ConfigError."""
+    app.extensions[_EXTENSION_KEY] = ModelRegistry(load_model_specs(config), config,
+                                                   cache=response_cache.get_cache(app))
 
 
 def get_registry() -> ModelRegistry:

@@ -17,6 +17,7 @@ from flask_server.model_config import DEFAULT_ROUTE
 from flask_server.registry import get_model, get_registry
 from flask_server.request_id import get_request_id
 from flask_server.request_parsing import images_from_request, parse_top_k
+from flask_server.response_cache import record_result
 from flask_server.served_model import Prediction, ServedModel
 from flask_server.version_tracker import AVAILABLE
 
@@ -93,7 +94,9 @@ def chosen_model(route: str) -> ServedModel:
 
 
 def classify(model: ServedModel, images: list[bytes], k: int | None = None) -> Prediction:
-    """``model.classify`` under this request's id, recording the version that answered on ``g``."""
+    """``model.classify`` under this request's id, recording the version that answered on ``g``
+    and whether the response cache answered (``X-Cache``, metrics)."""
     prediction = model.classify(images, k, get_request_id())
     g.model_version = prediction.version
+    record_result(prediction.cache)
     return prediction

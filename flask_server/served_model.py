@@ -5,6 +5,12 @@ preprocessing, signature, labels), decodes and preprocesses each image (holding 
 encodes the batch for the model's transport, predicts and ranks the top k (or lets
 ``serving_topk`` rank and name them). Views only parse requests and render ``Prediction``s;
 ``status`` answers the model listing and readiness.
+
+With a response cache (``GATEWAY_CACHE``, response_cache.py), each image's answer is looked up
+under the version about to be called, a digest of that version's settings, ``k`` and the image's
+hash: when every image is there, the request is answered without decoding anything or calling the
+model server; otherwise it runs as usual and each image's answer is stored under the version that
+computed it.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from flask_server.cache_stores import ResponseCache
 from flask_server.errors import BackendError, BadModelServerReply, BadRequest
 from flask_server.labels import Label, top_k
 from flask_server.metrics import backend_timer
 from flask_server.model_config import UNTRAINED_WARNING, ModelSpec
 from flask_server.model_metadata import VersionMetadata, VersionSettings, version_settings
 from flask_server.preprocess import DEFAULT_MAX_PIXELS, ImageDecodeError, load_pixels
+from flask_server.response_cache import HIT, MISS, CachedModel, answer_identity
 from flask_server.transport import ModelServerTransport, TopK
 from flask_server.version_tracker import AVAILABLE, UNAVAILABLE, VersionTracker
 from flask_server.wire_format import model_input
@@ -42,12 +50,16 @@ class ClassScore(TypedDict):
 class Prediction:
     """One ``classify`` call's answer: class probabilities (N, classes; None when ``serving_topk``
     ranked them on the model server), each image's ``k`` best classes, the model version that
-    computed them, and the untrained-weights warning if any."""
+    computed them, and the untrained-weights warning if any.
+
+    ``cache`` is ``"hit"`` (then ``probabilities`` is None: the cache keeps only the top k),
+    ``"miss"``, or None when the route has no response cache."""
 
     probabilities: np.ndarray | None
     top_k: list[list[ClassScore]]
     version: int
     warning: str | None
+    cache: str | None = None
 
 
 class ServedModel:
@@ -57,11 +69,13 @@ class ServedModel:
 
     ``decode_slots`` is held while one image is decoded and preprocessed (the registry shares one
     ``GATEWAY_DECODE_CONCURRENCY`` semaphore between all models); ``max_pixels`` bounds a decoded image.
+    ``cache`` (None: off) answers repeated images (module doc).
     """
 
     def __init__(self, spec: ModelSpec, labels: list[Label], client: ModelServerTransport,
                  max_pixels: int = DEFAULT_MAX_PIXELS,
-                 decode_slots: contextlib.AbstractContextManager[Any] | None = None) -> None:
+                 decode_slots: contextlib.AbstractContextManager[Any] | None = None,
+                 cache: ResponseCache | None = None) -> None:
         self.spec = spec
         self.labels = labels
         self.client = client
@@ -69,6 +83,9 @@ class ServedModel:
         self.decode_slots = decode_slots if decode_slots is not None else contextlib.nullcontext()
         self.versions = VersionTracker(client, spec.model_name, spec.version, spec.version_label)
         self._settings: dict[int, VersionSettings] = {}
+        self.cache = None if cache is None else CachedModel(cache, spec.route)
+        # version -> (the settings a digest was made of, the digest), so it is made once per version
+        self._answer_ids: dict[int, tuple[VersionSettings, str]] = {}
 
     def classify(self, images: list[bytes], k: int | None = None, request_id: str | None = None) -> Prediction:
         """Image files -> each image's ``k`` best classes, computed by the model server.
@@ -77,7 +94,8 @@ class ServedModel:
         thread (holding a decode slot per image), encodes the batch for the transport, predicts and
         ranks the scores. ``k`` None is the route's ``top_k``, capped at the model's classes. If a
         hot swap unloads the version meanwhile, the whole pipeline runs again on the new one (whose
-        input size or classes may differ).
+        input size or classes may differ). With a response cache, answers from it when every image
+        is there for that version (module doc); errors raise before anything is stored.
 
         Raises BadRequest (400) for a ``k`` out of range or an image that cannot be decoded (naming
         ``instances[i]`` in a batch), a BackendError subclass when the model server fails.
@@ -132,6 +150,32 @@ class ServedModel:
         else:
             k = self.check_top_k(k, version)
         self._check_export(version, settings)
+        if self.cache is None:
+            return self._predict_on(version, settings, images, k, request_id)
+        # The version about to be called is in the key, so an older version's entries never answer.
+        keys = self.cache.keys(self.answer_identity(version, settings), version, k, images)
+        answers = self.cache.lookup(keys)
+        if answers is not None:
+            return Prediction(None, answers, version, self.warning(version), HIT)  # type: ignore[arg-type]
+        prediction = self._predict_on(version, settings, images, k, request_id)
+        self.cache.store(keys, prediction.top_k)  # type: ignore[arg-type]
+        return dataclasses.replace(prediction, cache=MISS)
+
+    def answer_identity(self, version: int, settings: VersionSettings) -> str:
+        """A digest of everything besides the version, ``k`` and the image that decides ``version``'s
+        answers: its resolved spec (model, server, signature, input format and size, preprocessing...),
+        its labels and the pixel limit. The response cache keys on it; made once per version."""
+        known = self._answer_ids.get(version)
+        if known is not None and known[0] is settings:
+            return known[1]
+        identity = answer_identity({"spec": dataclasses.asdict(settings.spec), "labels": settings.labels,
+                                    "max_pixels": self.max_pixels})
+        self._answer_ids[version] = (settings, identity)
+        return identity
+
+    def _predict_on(self, version: int, settings: VersionSettings, images: list[bytes], k: int,
+                    request_id: str | None) -> Prediction:
+        """Decode, encode, predict and rank ``images`` on ``version`` with its ``settings``."""
         spec = settings.spec
         # Encoded in its own statement so the pixel batch is freed before the wait on the model server.
         encoded = self.client.encode(spec, self.preprocess(images, spec), k)

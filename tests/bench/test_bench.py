@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from bench import report, threads, wire
+from bench import cache, report, threads, wire
 from bench.procinfo import cpu_seconds
 from bench.stats import percentile
 from tests.support.processes import REPO_ROOT
@@ -133,6 +133,46 @@ def test_percentile_interpolates_like_numpy():
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
     assert percentile([3, 1, 2], 100) == 3
+
+
+# --- bench.cache ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["chelsea.jpg", "astronaut.png"])
+def test_cache_variants_keep_the_pixels_and_change_the_bytes(name):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    original = (REPO_ROOT / "test_images" / name).read_bytes()
+    variants = [cache.unique_variant(original, n) for n in range(3)]
+    assert len({original, *variants}) == 4
+    pixels = np.asarray(Image.open(io.BytesIO(original)).convert("RGB"))
+    for variant in variants:
+        image = Image.open(io.BytesIO(variant))
+        image.load()  # a broken chunk or segment would fail here (PNG CRCs are checked)
+        np.testing.assert_array_equal(np.asarray(image.convert("RGB")), pixels)
+
+
+def test_cache_table_gives_ratios_to_no_cache_and_miss_over_hit():
+    latencies = {"no cache": [0.080, 0.082], "memory miss": [0.080, 0.084], "memory hit": [0.004, 0.004]}
+    table = cache.format_table(latencies)
+    assert "| memory hit | 4.0 | 4.0 | 0.05x |" in table
+    # 82 ms / 4 ms
+    assert table.endswith("memory: a hit answers in 4.0 ms against 82.0 ms for a miss (20.5x faster)")
+
+
+@pytest.mark.e2e
+def test_cache_benchmark_runs_every_row_without_errors():
+    proc = subprocess.run([sys.executable, "-m", "bench.cache", "--tiny", "--rounds", "3"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = ["no cache", "memory miss", "memory hit"]
+    if "no redis row" not in proc.stderr:
+        rows += ["redis miss", "redis hit"]
+    for row in rows:
+        assert f"| {row} | " in proc.stdout, proc.stdout
+    assert proc.stdout.count("a hit answers in") == len(rows) // 2
 
 
 @pytest.mark.e2e

@@ -167,6 +167,38 @@ def test_redis_service_matches_the_gateway_storage_uri(k8s):
     assert int(port) in {p["port"] for p in k8s[("Service", host)]["spec"]["ports"]}
 
 
+def gateway_settings(env: dict[str, str]) -> GatewayConfig:
+    """The deploy file's gateway settings as the gateway reads them (files it mounts left out)."""
+    mounted = {"MODELS_CONFIG", "GATEWAY_API_KEYS_FILE"}
+    return GatewayConfig.from_mapping({name: value for name, value in env.items()
+                                       if name in ENV_VARS - mounted and "${" not in value})
+
+
+def compose_default(value: str) -> str:
+    """``${NAME-default}`` or ``${NAME:-default}`` -> default (what compose uses when NAME is unset)."""
+    match = re.fullmatch(r"\$\{\w+:?-(.*)\}", value)
+    return match.group(1) if match else value
+
+
+def test_cache_and_trusted_proxies_settings_are_valid_and_use_the_redis_service(k8s, compose):
+    from flask_server.proxies import parse_trusted_proxies
+    from flask_server.cache_stores import RedisCache
+    from flask_server.response_cache import open_cache
+
+    k8s_env = env_of(container(k8s[("Deployment", "gateway")]))
+    compose_env = {name: compose_default(value) for name, value in env_of(compose["services"]["gateway"]).items()}
+    for env, redis_ports in ((k8s_env, {p["port"] for p in k8s[("Service", "redis")]["spec"]["ports"]}),
+                             (compose_env, {6379})):
+        config = gateway_settings(env)
+        parse_trusted_proxies(config.trusted_proxies)
+        assert isinstance(open_cache(config.cache, config.cache_ttl), RedisCache)
+        host, port, db = re.fullmatch(r"redis://([^:/]+):(\d+)/(\d+)", config.cache).groups()
+        assert host == "redis" and int(port) in redis_ports
+        # its own database on the limits' server, so flushing the cache never resets a budget
+        assert config.ratelimit_storage_uri.startswith(f"redis://{host}:{port}/")
+        assert not config.ratelimit_storage_uri.endswith(f"/{db}")
+
+
 def test_readme_names_every_file():
     readme = (DEPLOY / "README.md").read_text()
     for path in [*DEPLOY.glob("*"), *(DEPLOY / "k8s").glob("*")]:
