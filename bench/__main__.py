@@ -37,7 +37,7 @@ from bench.load import LoadResult, run_load, run_round_robin
 from bench.models import export_in_subprocess, export_info, gateway_models_config, input_size, latest_version
 from bench.paths import V2_BINARY, V2_JSON, gateway_send, model_server_send, tutorial_send, v2_send
 from bench.procinfo import cpu_seconds, peak_rss_mb, rss_mb, tree
-from bench.servers import BareProcess, bare_process, gateway, model_server
+from bench.servers import BareProcess, bare_process, bare_send, gateway, model_server
 from flask_server.model_config import DEFAULT_ROUTE
 from scripts.auto_cmd import DEFAULT_MODEL_NAME
 from scripts.processes import ChildDied
@@ -59,14 +59,6 @@ QUICK = Plan({1: 5, 4: 8, 16: 16}, {1: 3, 4: 4, 16: 16}, 15.0, (1, 4), 1)
 SWEEP_REQUESTS = 96
 # Paths that send float JSON (~5x slower): fewer requests, same time bound.
 SLOW_PATHS = ("tutorial", "v2_json")
-
-
-def bare_send(bare: BareProcess):
-    """The bare model as a request function: one batch-1 call, timed inside the bare process."""
-    def send(_session, _i: int) -> float:
-        return bare.ask_line({"latency": 1})["p50_ms"] / 1000
-
-    return send
 
 
 def measure_bare_throughput(bare: BareProcess, sizes: list[int], images: int, row: dict) -> None:

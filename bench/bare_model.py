@@ -12,7 +12,9 @@ at the same moments as the server rows (the machine is shared and noisy)::
 what the model alone costs the machine, to compare with the servers' CPU per image.
 
 It loads the SavedModel with ``tf.saved_model.load`` and calls signature ``serving_default`` on an
-already preprocessed batch (random values in [-1, 1]: speed does not depend on pixel values). Its
+already preprocessed batch (random values in [-1, 1]: speed does not depend on pixel values).
+``--executor session`` instead runs it the way the model server does (``model_server.servable``:
+a ``tf.compat.v1.Session`` callable), so ``python -m bench.execution`` can compare the two. Its
 memory is read by the benchmark from /proc like the servers'; this process holds only the model,
 so it is the baseline a model server's RSS is compared with.
 
@@ -45,7 +47,7 @@ WARMUP_CALLS = 3
 class BareModel:
     """One SavedModel signature and ready-made random inputs of each batch size."""
 
-    def __init__(self, version_dir: Path, intra_op: int = 0, inter_op: int = 0) -> None:
+    def __init__(self, version_dir: Path, intra_op: int = 0, inter_op: int = 0, executor: str = "function") -> None:
         import numpy as np
         import tensorflow as tf
 
@@ -55,8 +57,18 @@ class BareModel:
         if inter_op:
             tf.config.threading.set_inter_op_parallelism_threads(inter_op)
         self._tf, self._rng = tf, np.random.default_rng(0)
-        self.predict = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
-        self.height, self.width = self.predict.structured_input_signature[1][INPUT].shape[1:3]
+        if executor == "session":
+            from model_server.servable import load_servable, session_config
+
+            servable = load_servable("bare", 1, version_dir, warm_up=False, config=session_config(intra_op, inter_op))
+            self.predict = lambda image: {OUTPUT: servable.run(SIGNATURE, {INPUT: image})[OUTPUT]}
+            self._to_input = lambda values: values
+            self.height, self.width = servable.signatures[SIGNATURE].inputs[INPUT].shape[1:3]
+        else:
+            function = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
+            self.predict = lambda image: {OUTPUT: function(**{INPUT: image})[OUTPUT].numpy()}
+            self._to_input = tf.constant
+            self.height, self.width = function.structured_input_signature[1][INPUT].shape[1:3]
         self._inputs: dict[int, object] = {}
         for _ in range(WARMUP_CALLS):
             self.run(1)
@@ -70,9 +82,9 @@ class BareModel:
         """One call at ``batch`` images; returns the probabilities as numpy."""
         if batch not in self._inputs:
             values = self._rng.uniform(-1, 1, (batch, self.height, self.width, 3)).astype("float32")
-            self._inputs[batch] = self._tf.constant(values)
-            self.predict(image=self._inputs[batch])  # the first call at a new shape retraces
-        return self.predict(image=self._inputs[batch])[OUTPUT].numpy()
+            self._inputs[batch] = self._to_input(values)
+            self.predict(self._inputs[batch])  # the first call at a new shape retraces
+        return self.predict(self._inputs[batch])[OUTPUT]
 
     def latency(self, calls: int) -> dict:
         """Batch-1 latency over ``calls`` sequential calls."""
@@ -111,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version-dir", type=Path, required=True)
     parser.add_argument("--intra-op", type=int, default=0, help="intra-op threads (0 = TensorFlow's default)")
     parser.add_argument("--inter-op", type=int, default=0, help="inter-op threads (0 = TensorFlow's default)")
+    parser.add_argument("--executor", choices=("function", "session"), default="function",
+                        help="tf.saved_model.load's function (default) or the model server's Session callable")
     args = parser.parse_args(argv)
-    model = BareModel(args.version_dir, args.intra_op, args.inter_op)
+    model = BareModel(args.version_dir, args.intra_op, args.inter_op, args.executor)
     threads = model.thread_pools()
     print(json.dumps({"ready": True, "input_size": [model.height, model.width], "threads": threads}), flush=True)
     for line in sys.stdin:

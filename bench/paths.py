@@ -71,18 +71,27 @@ def check_top_k(body: object) -> None:
     raise BadResponse(f"expected top-{TOP_K} labels, got {str(body)[:200]}")
 
 
+def uint8_body(image: bytes, size: tuple[int, int]) -> bytes:
+    """The ``serving_uint8`` predict body for one encoded image: decoded, resized, raw uint8 as base64."""
+    pixels = preprocess(image, size)
+    return orjson.dumps({"signature_name": SERVING_UINT8,
+                         "instances": [{INPUT_PIXELS_BYTES: {"b64": base64.b64encode(pixels.tobytes()).decode()}}]})
+
+
+def post_predict(session: requests.Session, predict_url: str, body: bytes, classes: int | None = None) -> None:
+    """POST a predict body to the model server and check the answer is one probability vector."""
+    response = session.post(predict_url, data=body, headers=JSON_HEADERS, timeout=TIMEOUT)
+    _check_status(response)
+    check_probabilities(orjson.loads(response.content), classes)
+
+
 def model_server_send(url: str, model_name: str, images: Sequence[bytes], size: tuple[int, int],
                       classes: int | None = None) -> Send:
     """Decode and resize on the client, then ``serving_uint8`` predict with raw uint8 as base64."""
     predict_url = f"{url}/v1/models/{model_name}:predict"
 
     def send(session: requests.Session, i: int) -> None:
-        pixels = preprocess(images[i % len(images)], size)
-        payload = {"signature_name": SERVING_UINT8,
-                   "instances": [{INPUT_PIXELS_BYTES: {"b64": base64.b64encode(pixels.tobytes()).decode()}}]}
-        response = session.post(predict_url, data=orjson.dumps(payload), headers=JSON_HEADERS, timeout=TIMEOUT)
-        _check_status(response)
-        check_probabilities(orjson.loads(response.content), classes)
+        post_predict(session, predict_url, uint8_body(images[i % len(images)], size), classes)
 
     return send
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -64,9 +65,11 @@ class RunningServer:
 
 @contextlib.contextmanager
 def model_server(name: str, model_name: str, base_path: Path, log_dir: Path, batching: bool = False,
-                 wait: bool = True, extra_args: Sequence[str] = ()) -> Iterator[RunningServer]:
-    """Run the model server (optionally with ``--enable_batching``, then ``extra_args``); with ``wait``,
-    until AVAILABLE."""
+                 wait: bool = True, extra_args: Sequence[str] = (),
+                 extra_env: dict[str, str] | None = None, cwd: Path = REPO_ROOT) -> Iterator[RunningServer]:
+    """Run the model server (optionally with ``--enable_batching``, then ``extra_args``, in an
+    environment with ``extra_env`` added; ``cwd``: the checkout whose ``model_server`` runs); with
+    ``wait``, until AVAILABLE."""
     port = free_port()
     extra: Sequence[str] = ()
     if batching:
@@ -76,7 +79,7 @@ def model_server(name: str, model_name: str, base_path: Path, log_dir: Path, bat
     extra = (*extra, *extra_args)
     args = model_server_command(model_name, base_path, port, HOST, extra_args=extra)
     with _serve(name, args, port, log_dir, wait,
-                lambda url, child: wait_for_model(url, model_name, child, STARTUP_TIMEOUT)) as server:
+                lambda url, child: wait_for_model(url, model_name, child, STARTUP_TIMEOUT), extra_env, cwd) as server:
         yield server
 
 
@@ -102,9 +105,10 @@ def gateway(name: str, model_server_url: str, log_dir: Path, workers: int | None
 @contextlib.contextmanager
 def _serve(name: str, args: Sequence[str], port: int, log_dir: Path, wait: bool,
            ready: Callable[[str, ChildProcess], float],
-           env: dict[str, str] | None = None) -> Iterator[RunningServer]:
-    """Run ``args`` logging to ``log_dir``; ``ready(url, child)`` blocks until it serves; stop it at the end."""
-    child = ChildProcess(name, args, env=env, echo=False, log_path=log_dir / f"{name.replace(' ', '_')}.log")
+           env: dict[str, str] | None = None, cwd: Path = REPO_ROOT) -> Iterator[RunningServer]:
+    """Run ``args`` in ``cwd`` logging to ``log_dir``; ``ready(url, child)`` blocks until it serves; stop it
+    at the end."""
+    child = ChildProcess(name, args, env=env, echo=False, log_path=log_dir / f"{name.replace(' ', '_')}.log", cwd=cwd)
     url = f"http://{HOST}:{port}"
     server = RunningServer(name, child, url, lambda: ready(url, child))
     try:
@@ -116,12 +120,13 @@ def _serve(name: str, args: Sequence[str], port: int, log_dir: Path, wait: bool,
 class BareProcess:
     """``python -m bench.bare_model`` as a child: send a command, get its JSON answer."""
 
-    def __init__(self, version_dir: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, version_dir: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
         self._started = time.monotonic()
         self.popen = subprocess.Popen([sys.executable, "-m", "bench.bare_model", "--version-dir", str(version_dir),
                                        *extra_args],
                                       cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+                                      stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                                      env=None if env is None else {**os.environ, **env})
         self.cold_start_s: float | None = None
         self.ready_info: dict = {}
 
@@ -157,10 +162,20 @@ class BareProcess:
 
 
 @contextlib.contextmanager
-def bare_process(version_dir: Path, wait: bool = True, extra_args: Sequence[str] = ()) -> Iterator[BareProcess]:
-    """The bare model process for the benchmark's duration (``extra_args``: bench.bare_model's flags)."""
-    bare = BareProcess(version_dir, extra_args)
+def bare_process(version_dir: Path, wait: bool = True, extra_args: Sequence[str] = (),
+                 env: dict[str, str] | None = None) -> Iterator[BareProcess]:
+    """The bare model process for the benchmark's duration (``extra_args``: bench.bare_model's flags;
+    ``env``: variables added to this process's environment)."""
+    bare = BareProcess(version_dir, extra_args, env)
     try:
         yield bare.wait_ready() if wait else bare
     finally:
         bare.stop()
+
+
+def bare_send(bare: BareProcess):
+    """The bare model as a request function: one batch-1 call, timed inside the bare process."""
+    def send(_session, _i: int) -> float:
+        return bare.ask_line({"latency": 1})["p50_ms"] / 1000
+
+    return send

@@ -147,6 +147,28 @@ def build_examples(context: dict | None, examples: Iterable[dict]) -> list[bytes
 # ------------------------------------------------------------------ request body
 
 
+def examples_of_input(request_input: object) -> np.ndarray:
+    """A ``tensorflow.serving.Input`` proto (gRPC requests, warm-up logs) as the string tensor of
+    serialized Examples that classify and regress signatures take, as util.cc
+    InputToSerializedExampleTensor builds it.
+
+    With a context, each example is the context's bytes followed by the example's: parsing that
+    is a protobuf merge, so an example's feature replaces the context's feature of the same name.
+    """
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        serialized = [e.SerializeToString() for e in request_input.example_list.examples]
+    elif kind == "example_list_with_context":
+        listed = request_input.example_list_with_context
+        context = listed.context.SerializeToString()
+        serialized = [context + e.SerializeToString() for e in listed.examples]
+    else:
+        serialized = []
+    if not serialized:
+        raise InvalidArgument("Input is empty.")
+    return np.array(serialized, dtype=object)
+
+
 def parse_example_body(body: bytes, verb: str) -> tuple[str, dict | None, list[dict]]:
     """Parse a classify/regress body into (signature_name, context, examples).
 

@@ -35,12 +35,12 @@ import tensorflow as tf
 from google.protobuf import json_format, wrappers_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     inference_pb2, input_pb2, model_management_pb2, model_pb2, predict_pb2,
+                                     inference_pb2, model_management_pb2, model_pb2, predict_pb2,
                                      regression_pb2)
 from tensorflow_serving.apis import status_pb2
 
 from model_server.config import ModelConfig, model_configs_from_proto
-from model_server.example_codec import check_classify_outputs, check_regress_output
+from model_server.example_codec import check_classify_outputs, check_regress_output, examples_of_input
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError, Unimplemented
 from model_server.model_calls import SubmitFn, run_with_deadline
 from model_server.repository import ModelRepository, ServableHandle
@@ -98,26 +98,6 @@ def proto_to_tensor(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
         return tf.make_ndarray(proto)
     except Exception as exc:  # TypeError (bad dtype), ValueError (size vs shape), ...: all one error
         raise InvalidArgument(f"tensor parsing error: {alias}") from exc
-
-
-def _examples_of(request_input: input_pb2.Input) -> np.ndarray:
-    """Serialized tf.Examples as a string tensor, as util.cc InputToSerializedExampleTensor builds them.
-
-    With a context, each example is the context's bytes followed by the example's: parsing that
-    is a protobuf merge, so an example's feature replaces the context's feature of the same name.
-    """
-    kind = request_input.WhichOneof("kind")
-    if kind == "example_list":
-        serialized = [e.SerializeToString() for e in request_input.example_list.examples]
-    elif kind == "example_list_with_context":
-        listed = request_input.example_list_with_context
-        context = listed.context.SerializeToString()
-        serialized = [context + e.SerializeToString() for e in listed.examples]
-    else:
-        serialized = []
-    if not serialized:
-        raise InvalidArgument("Input is empty.")
-    return np.array(serialized, dtype=object)
 
 
 def _set_model_spec(spec: model_pb2.ModelSpec, name: str, version: int, signature_name: str | None) -> None:
@@ -212,7 +192,7 @@ class GrpcApi:
                       timeout_s: float | None) -> tuple[dict[str, np.ndarray], int]:
         """Run a Classify or Regress request's examples through its signature: (outputs, example count)."""
         _require_model_spec(request)
-        examples = _examples_of(request.input)
+        examples = examples_of_input(request.input)
         with self._acquire(request.model_spec) as handle:
             signature = handle.servable.example_signature(request.model_spec.signature_name, verb)
             _set_model_spec(response_spec, handle.name, handle.version, request.model_spec.signature_name)
@@ -228,7 +208,7 @@ class GrpcApi:
         with ExitStack() as stack:
             handle = stack.enter_context(self._acquire(spec))
             plan = _multi_inference_plan(request, handle)
-            examples = _examples_of(request.input)
+            examples = examples_of_input(request.input)
             for task, signature_name in plan:
                 outputs = run_with_deadline(self._submit, handle, signature_name, {EXAMPLES_INPUT_KEY: examples},
                                             timeout_s)

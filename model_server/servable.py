@@ -1,15 +1,28 @@
-"""One loaded SavedModel version: its signatures, metadata, warm-up and the TensorFlow call.
+"""One loaded SavedModel version, run the way TensorFlow Serving runs it: a Session per version.
 
-SignatureDefs (method names, tensor names, dtypes, shapes) come from ``saved_model.pb`` itself so
-the metadata API prints exactly what the real server prints; the callable functions come from
-``tf.saved_model.load``. This module is the single boundary where TensorFlow exceptions become
-``ServingError``s (see ``translate_tf_errors``).
+``load_servable`` loads the MetaGraph tagged ``serve`` (``--saved_model_tags``) into its own
+``tf.compat.v1.Session`` with ``tf.compat.v1.saved_model.loader.load``, as TF Serving's
+SavedModelBundle does, so TF1 exports (``simple_save``, ``SavedModelBuilder``) and TF2 exports
+(``tf.saved_model.save``, Keras' ``model.export``) load alike. ``Servable.run`` feeds the request's
+tensors to the SignatureDef's input tensor names and fetches its output tensor names, through one
+cached Session callable per (signature, inputs) pair. Like TF Serving's ``Session::Run``, shapes are
+not checked against the SignatureDef: TensorFlow decides, and what it rejects becomes the
+ServingError with TensorFlow's code and message (INVALID_ARGUMENT -> 400). One exception keeps a
+bad request from killing the process: with oneDNN on (TensorFlow's default on x86), an input
+declared with rank >= 4 must not be fed a lower rank to a graph with convolutions or pooling
+(``_refuse_low_rank_images``).
+
+SignatureDefs (method names, tensor names, dtypes, shapes) are read from ``saved_model.pb`` itself
+so the metadata API prints exactly what the real server prints. This module is the single boundary
+where TensorFlow exceptions become ``ServingError``s (see ``translate_tf_errors``). Warm-up (the
+``assets.extra/tf_serving_warmup_requests`` replay) lives in ``model_server.warmup``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from model_server import errors
+from model_server import errors, warmup
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError
+from model_server.routing import VERB_PREDICT
 from model_server.tensor_types import TensorSpec
 from serving_contract.export import EXPORT_INFO_METADATA_KEY, SERVING_DEFAULT, is_untrained, read_export_info
 from serving_contract.versions import SAVED_MODEL_FILENAMES
@@ -34,6 +48,10 @@ EXAMPLES_INPUT_KEY = "inputs"          # classify and regress signatures take se
 CLASSIFY_CLASSES_KEY = "classes"
 CLASSIFY_SCORES_KEY = "scores"
 REGRESS_OUTPUTS_KEY = "outputs"
+# A TF2 export's init op is stored as a SignatureDef; it is run at load, never served.
+INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
+#: TensorFlow's switch for its oneDNN kernels (on by default on x86 Linux).
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 # Canonical status code numbers (tf.errors.OpError.error_code) by name.
 _CANONICAL_CODES = {1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED",
                     5: "NOT_FOUND", 6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED",
@@ -110,33 +128,24 @@ def read_meta_graph(path: Path, tags: set[str]):
                           f"`saved_model_cli`. Available tag-sets: {available}")
 
 
-def _check_shape(signature: str, key: str, spec: TensorSpec, array: np.ndarray) -> None:
-    # A concrete function rejects a mismatching shape with a long Python TypeError; say it plainly.
-    if spec.shape is None:
-        return
-    expected = spec.shape
-    if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, array.shape)):
-        shown = "[" + ",".join("-1" if d is None else str(d) for d in expected) + "]"
-        raise InvalidArgument(f"Input '{key}' of signature '{signature}' must have shape {shown} "
-                              f"(-1: any size), got [{','.join(str(d) for d in array.shape)}]")
-
-
 class Servable:
-    """A loaded, callable SavedModel version."""
+    """A loaded, callable SavedModel version: one Session over its ``serve`` MetaGraph."""
 
-    def __init__(self, name: str, version: int, path: Path, loaded: Any, meta_graph,
+    def __init__(self, name: str, version: int, path: Path, session: Any, meta_graph,
                  export_info: dict | None):
         self.name = name
         self.version = version
         self.path = path
         self.export_info = export_info
-        self._loaded = loaded
-        self._functions = dict(loaded.signatures)
+        self._session = session
         self._signature_defs = meta_graph.signature_def
+        self._callables: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._callables_lock = threading.Lock()
         self.signatures = {
             key: Signature(key, sig.method_name, {k: _tensor_spec(v) for k, v in sig.inputs.items()},
                            {k: _tensor_spec(v) for k, v in sig.outputs.items()})
-            for key, sig in meta_graph.signature_def.items() if key in self._functions}
+            for key, sig in meta_graph.signature_def.items() if key != INIT_OP_SIGNATURE_KEY}
+        self._guard_low_rank = _onednn_enabled() and _has_data_format_ops(meta_graph.graph_def)
 
     # -- signature lookup, with the REST API's messages ---------------------------------------
 
@@ -178,21 +187,52 @@ class Servable:
     # -- calls -------------------------------------------------------------------------------
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one signature on numpy inputs; TF errors come out as ServingError."""
-        import tensorflow as tf
+        """Run one signature: feed ``inputs`` by the SignatureDef's tensor names, fetch every output.
 
-        spec = self.signatures[signature]
-        for key, array in inputs.items():
-            if key in spec.inputs:
-                _check_shape(signature, key, spec.inputs[key], array)
-        function = self._functions[signature]
+        Shapes are not checked here (TensorFlow decides, as in TF Serving); dtypes must match the
+        graph's. Raises InvalidArgument for an unknown signature or input alias, and TensorFlow's
+        own errors as the ServingError with the same canonical code.
+        """
+        signature_def = self._signature_defs.get(signature)
+        if signature_def is None or signature == INIT_OP_SIGNATURE_KEY:
+            raise InvalidArgument(f'Serving signature name: "{signature}" not found in signature def')
+        for alias in inputs:
+            if alias not in signature_def.inputs:
+                raise InvalidArgument(f"input tensor alias not found in signature: {alias}. Inputs expected to be "
+                                      f"in the set {{{','.join(sorted(signature_def.inputs))}}}.")
+        if self._guard_low_rank:
+            _refuse_low_rank_images(self.signatures[signature], inputs)
+        feed_aliases = tuple(sorted(inputs))
+        call, output_aliases = self._callable(signature, signature_def, feed_aliases)
         with translate_tf_errors():
             try:
-                outputs = function(**{key: tf.constant(value) for key, value in inputs.items()})
+                values = call(*(inputs[alias] for alias in feed_aliases))
             except (TypeError, ValueError) as exc:
-                # Raised by argument binding (names, dtypes, shapes), before any op runs.
+                # numpy -> tensor conversion, before anything runs (e.g. a non-bytes string element).
                 raise InvalidArgument(f"Invalid input for signature '{signature}': {exc}") from exc
-            return {key: value.numpy() for key, value in outputs.items()}
+        return {alias: np.asarray(value) for alias, value in zip(output_aliases, values)}
+
+    def _callable(self, signature: str, signature_def, feed_aliases: tuple[str, ...]) -> tuple[Any, list[str]]:
+        """The Session callable feeding ``feed_aliases`` and fetching every output (built once)."""
+        key = (signature, feed_aliases)
+        with self._callables_lock:
+            cached = self._callables.get(key)
+            if cached is not None:
+                return cached
+            if self._session is None:
+                raise errors.Unavailable(f"Servable {self.name} version {self.version} is unloaded")
+            from tensorflow.core.protobuf import config_pb2
+
+            output_aliases = sorted(signature_def.outputs)
+            options = config_pb2.CallableOptions(
+                feed=[signature_def.inputs[alias].name for alias in feed_aliases],
+                fetch=[signature_def.outputs[alias].name for alias in output_aliases])
+            with translate_tf_errors():
+                # A Session callable is TF's C++ MakeCallable/RunCallable: Session::Run without the
+                # Python client's feed-shape check, and without re-pruning the graph on every call.
+                call = self._session._make_callable_from_options(options)  # noqa: SLF001 (public in C++)
+            self._callables[key] = (call, output_aliases)
+            return self._callables[key]
 
     def metadata(self) -> dict:
         """GetModelMetadataResponse as the REST API prints it, plus our ``export_info`` extension."""
@@ -208,61 +248,116 @@ class Servable:
         return {"model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},
                 "metadata": metadata}
 
-    def warm_up(self) -> None:
-        """Call each predict signature once on zeros / empty strings so the first request is fast.
-
-        Synthetic inputs may be invalid for a model (e.g. bytes it must decode); such failures are
-        expected and only logged.
-        """
-        for key, signature in self.signatures.items():
-            if signature.method_name != PREDICT_METHOD:
-                continue
-            inputs = {name: _zeros_like_spec(spec) for name, spec in signature.inputs.items()}
-            started = time.monotonic()
-            try:
-                self.run(key, inputs)
-                log.info("Warm-up of %s version %d signature %s took %.0f ms", self.name, self.version, key,
-                         (time.monotonic() - started) * 1000)
-            except (ServingError, NotImplementedError) as exc:
-                log.info("Warm-up of %s version %d signature %s skipped: %s", self.name, self.version, key,
-                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-
     def close(self) -> None:
-        """Drop the TensorFlow objects so their memory can be reclaimed."""
-        self._functions = {}
-        self._loaded = None
+        """Release the callables and close the Session so its memory can be reclaimed."""
+        with self._callables_lock:
+            self._callables.clear()
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
 
-def _zeros_like_spec(spec: TensorSpec) -> np.ndarray:
-    import tensorflow as tf
-    from tensorflow.core.framework import types_pb2
+def _onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process (``TF_ENABLE_ONEDNN_OPTS``)."""
+    from tensorflow.python.util import _pywrap_util_port
 
-    shape = (1,) if spec.shape is None else tuple(1 if d is None else d for d in spec.shape)
-    if spec.dtype == "DT_STRING":
-        return np.full(shape, b"", dtype=object)
-    dtype = tf.dtypes.as_dtype(types_pb2.DataType.Value(spec.dtype)).as_numpy_dtype
-    return np.zeros(shape, dtype=dtype)
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _has_data_format_ops(graph_def) -> bool:
+    """Whether the graph or its functions hold ops that index dimensions by a ``data_format``
+    (convolutions, pooling): oneDNN's kernels for them abort on inputs of a lower rank."""
+    from tensorflow.python.framework import op_def_registry
+
+    ops = {node.op for node in graph_def.node}
+    ops.update(node.op for function in graph_def.library.function for node in function.node_def)
+    # By the op's definition: a SavedModel strips attrs left at their default (NHWC) from its nodes.
+    op_defs = (op_def_registry.get(op) for op in ops)
+    return any(any(attr.name == "data_format" for attr in op_def.attr) for op_def in op_defs if op_def is not None)
+
+
+def _refuse_low_rank_images(signature: Signature, inputs: dict[str, np.ndarray]) -> None:
+    """The one shape check: an input declared with rank >= 4 (images) fed with a lower rank.
+
+    With oneDNN on, TensorFlow's convolution and pooling kernels hit a CHECK failure on such a
+    tensor and abort the whole process (tensor_format.h, "Invalid index from the dimension"),
+    where its standard kernels answer INVALID_ARGUMENT ("convolution input must be 4-dimensional").
+    Any other shape is left to TensorFlow, as in TF Serving.
+    """
+    for alias, array in inputs.items():
+        declared = signature.inputs[alias].shape
+        if declared is not None and len(declared) >= 4 and np.ndim(array) < len(declared):
+            shown = ",".join("-1" if d is None else str(d) for d in declared)
+            raise InvalidArgument(f"input '{alias}' must be {len(declared)}-dimensional like the signature's "
+                                  f"[{shown}], got [{','.join(str(d) for d in np.shape(array))}]")
+
+
+def run_warmup(servable: Servable) -> int:
+    """Replay the version's ``tf_serving_warmup_requests`` (model_server.warmup); returns the count.
+
+    Each request goes through the same signature checks and Session callables as a client's, so
+    the callables a client will use are built and run once. The first failure is raised.
+    """
+    started = time.monotonic()
+    replayed = 0
+    for requests in warmup.read_warmup_requests(servable.path):
+        for request in requests:
+            if request.verb == VERB_PREDICT:
+                signature = servable.predict_signature(request.signature_name)
+                servable.run(signature.name, request.inputs or {})
+            else:
+                signature = servable.example_signature(request.signature_name, request.verb)
+                servable.run(signature.name, {EXAMPLES_INPUT_KEY: request.examples})
+        replayed += 1
+    if replayed:
+        log.info("Warm-up of %s version %d: replayed %d record(s) in %.0f ms", servable.name, servable.version,
+                 replayed, (time.monotonic() - started) * 1000)
+    return replayed
+
+
+def session_config(intra_op_threads: int = 0, inter_op_threads: int = 0):
+    """The ConfigProto each version's Session gets (``--tensorflow_*_parallelism``; 0 = TF's default)."""
+    from tensorflow.core.protobuf import config_pb2
+
+    return config_pb2.ConfigProto(intra_op_parallelism_threads=intra_op_threads,
+                                  inter_op_parallelism_threads=inter_op_threads)
 
 
 def load_servable(name: str, version: int, path: Path, tags: tuple[str, ...] = ("serve",),
-                  warm_up: bool = True) -> Servable:
-    """Load, inspect and (optionally) warm up one version; failures raise ServingError."""
+                  warm_up: bool = True, config: Any = None) -> Servable:
+    """Load one version into its own Session, then (``warm_up``) replay its warm-up requests.
+
+    ``config`` is the Session's ConfigProto (``session_config``). Failures raise ServingError:
+    TF Serving's messages for a missing SavedModel or tag set, TensorFlow's for the rest, and
+    a failed warm-up fails the load, as in TF Serving.
+    """
     import tensorflow as tf
 
     started = time.monotonic()
-    meta_graph = read_meta_graph(path, set(tags))
-    with translate_tf_errors():
-        try:
-            loaded = tf.saved_model.load(str(path), tags=list(tags))
-        except (OSError, ValueError) as exc:
-            raise FailedPrecondition(f"Failed to load SavedModel at {path}: {exc}") from exc
-    export_info = read_export_info(path)
-    servable = Servable(name, version, path, loaded, meta_graph, export_info)
+    read_meta_graph(path, set(tags))  # TF Serving's messages for a missing .pb or tag set
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    try:
+        with graph.as_default(), translate_tf_errors():
+            try:
+                meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), str(path))
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise FailedPrecondition(f"Failed to load SavedModel at {path}: {exc}") from exc
+        graph.finalize()  # nothing may add ops to a served graph (it would also leak per request)
+        export_info = read_export_info(path)
+        servable = Servable(name, version, path, session, meta_graph, export_info)
+    except BaseException:
+        session.close()
+        raise
     if is_untrained(export_info):
         log.warning("\n%s\n!! Model %s version %d has UNTRAINED weights: its predictions are meaningless.\n%s",
                     "!" * 78, name, version, "!" * 78)
     if warm_up:
-        servable.warm_up()
+        try:
+            run_warmup(servable)
+        except BaseException:
+            servable.close()
+            raise
     log.info("Loaded %s version %d from %s in %.2f s (signatures: %s)", name, version, path,
              time.monotonic() - started, ", ".join(sorted(servable.signatures)))
     return servable

@@ -30,7 +30,7 @@ from model_server.errors import Unknown, error_for_code
 from model_server.monitoring import Metrics
 from model_server.repository import ModelRepository, ServableHandle
 from model_server.rest_server import RestApi, RestServer
-from model_server.servable import Servable, load_servable
+from model_server.servable import Servable, load_servable, session_config
 from model_server.v2_api import V2Api, V2DataPlane
 from model_server.versions import VersionManager
 from serving_contract.ports import reserve_port
@@ -64,6 +64,8 @@ class ModelServer:
                                             thread_name_prefix="model-call")
         self._scheduler = (BatchScheduler(self.batching, self.metrics.record_batch if self.metrics else None)
                            if self.batching else None)
+        self._session_config = session_config(config.tensorflow_intra_op_parallelism,
+                                              config.tensorflow_inter_op_parallelism)
         self._rest: RestServer | None = None
         #: The Open Inference Protocol (KServe v2), on the REST port and, when its protos are installed, gRPC.
         self.v2 = V2DataPlane(self.repository, self._submit)
@@ -94,7 +96,7 @@ class ModelServer:
             return
         failed = sorted(name for name, state in outcome.items() if state == "failed")
         if failed:
-            raise ConfigError(_unavailable_message(failed), "UNKNOWN")
+            raise ConfigError(self._unavailable_message(failed), "UNKNOWN")
         self._start_grpc()
         self._start_rest()
         self._start_config_poller()
@@ -221,14 +223,25 @@ class ModelServer:
             outcome = self.manager.wait_until_settled(min(timeout_s or RELOAD_WAIT_S, RELOAD_WAIT_S))
         missing = sorted(name for name, state in outcome.items() if state != "available")
         if missing:
-            raise Unknown(_unavailable_message(missing))
+            raise Unknown(self._unavailable_message(missing))
+
+    def _unavailable_message(self, names: list[str]) -> str:
+        """ServerCore::WaitUntilModelsAvailable's error (start-up and config reloads): each version that
+        did not become available, with its load error where it has one."""
+        details = ""
+        for name in names:
+            failed = self.manager.failed_versions(name)
+            details += "".join(f"{{{{name: {name} version: {version}}} due to error: {code}: {message}}}, "
+                               for version, code, message in failed) or f"{{{{name: {name}}}}}, "
+        return f"{len(names)} model(s) did not become available: {{{details}}}"
 
     # -- model calls ----------------------------------------------------------------------------
 
     def _load(self, name: str, version: int, path: Path) -> Servable:
         started = time.monotonic()
         tags = tuple(t.strip() for t in self.config.saved_model_tags.split(",") if t.strip())
-        servable = load_servable(name, version, path, tags, warm_up=self.config.enable_model_warmup)
+        servable = load_servable(name, version, path, tags, warm_up=self.config.enable_model_warmup,
+                                 config=self._session_config)
         if self.metrics is not None:
             self.metrics.record_load(str(path), time.monotonic() - started)
         return servable
@@ -272,11 +285,6 @@ def _bind_failure(address: str, exc: OSError) -> str:
     return f"Failed to start HTTP Server at {address}: {exc.strerror or exc}"
 
 
-def _unavailable_message(names: list[str]) -> str:
-    """ServerCore's error when models do not become available (at start-up and on a config reload)."""
-    return f"{len(names)} model(s) did not become available: {{" + ", ".join(f"{{{name}: END}}" for name in names) + "}"
-
-
 def _configure_tensorflow(config: ServerConfig) -> None:
     import tensorflow as tf
 
@@ -284,6 +292,7 @@ def _configure_tensorflow(config: ServerConfig) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(config.tensorflow_intra_op_parallelism)
     if config.tensorflow_inter_op_parallelism > 0:
         tf.config.threading.set_inter_op_parallelism_threads(config.tensorflow_inter_op_parallelism)
-    # Read back from TensorFlow, so the log shows what it will really use (0 = one thread per core).
+    # Each version's Session gets the same numbers in its ConfigProto (servable.session_config); these
+    # cover the eager work (reading warm-up files). Read back, so the log shows what TF will use (0 = per core).
     log.info("TensorFlow threads: intra-op %d, inter-op %d", tf.config.threading.get_intra_op_parallelism_threads(),
              tf.config.threading.get_inter_op_parallelism_threads())

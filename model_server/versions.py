@@ -83,6 +83,8 @@ class VersionManager:
         self._lock = threading.RLock()
         self._models: dict[str, _Tracked] = {}
         self._stopping = threading.Event()
+        self._starting = threading.Event()  # set until start-up's wait for the first loads is over
+        self._starting.set()
         self._poller: threading.Thread | None = None
 
     # -- configuration ---------------------------------------------------------------------
@@ -186,17 +188,22 @@ class VersionManager:
         attempt = 0
         while True:
             try:
+                if attempt:
+                    log.info("Retrying of Loading servable: {name: %s version: %d} retry: %d of %d", name, version,
+                             attempt, self._max_load_retries)
                 log.info("Loading servable version {name: %s version: %d} from %s", name, version, path)
                 servable = self._load(name, version, path)
                 break
             except Exception as exc:
                 still_wanted = self._still_aspired(name, version)
                 if attempt >= self._max_load_retries or not still_wanted or self._stopping.is_set():
+                    if attempt == 0 and still_wanted and not self._stopping.is_set():
+                        log.error("%s", self._first_failure_line(name, version, exc))
                     self._fail_load(name, version, exc)
                     return
+                if attempt == 0:
+                    log.error("%s", self._first_failure_line(name, version, exc))
                 attempt += 1
-                log.warning("Loading servable: {name: %s version: %d} failed: %s. Retry %d of %d in %.1f s",
-                            name, version, exc, attempt, self._max_load_retries, self._load_retry_interval_s)
                 if self._stopping.wait(max(self._load_retry_interval_s, 0)):
                     self._fail_load(name, version, exc)
                     return
@@ -209,6 +216,24 @@ class VersionManager:
                 return
             tracked.loading.discard(version)
             self._reconcile(name, tracked.aspired, tracked.paths)
+
+    def _first_failure_line(self, name: str, version: int, exc: BaseException) -> str:
+        """The one line that says what failed and what happens next (the retries, then what)."""
+        code, message = error_status_of(exc)
+        first_line = message.splitlines()[0] if message else ""
+        if self._max_load_retries > 0:
+            plan = (f"retrying {self._max_load_retries} more time(s), every {max(self._load_retry_interval_s, 0):g} s "
+                    f"(--max_num_load_retries, --load_retry_interval_micros)")
+        else:
+            plan = "not retrying (--max_num_load_retries=0)"
+        if self._starting.is_set() and self._max_load_retries > 0:
+            then = ("nothing is served until it loads or gives up, and if it gives up the server exits "
+                    "(as tensorflow_model_server does)")
+        elif self._starting.is_set():
+            then = "the server exits (as tensorflow_model_server does)"
+        else:
+            then = "the versions already being served keep serving"
+        return f"Model {name} version {version} failed to load: {code}: {first_line}; {plan}; {then}."
 
     def _still_aspired(self, name: str, version: int) -> bool:
         with self._lock:
@@ -269,9 +294,20 @@ class VersionManager:
         Returns early, with what is known, on ``timeout`` or when the manager is stopped.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while "pending" in self.initial_outcome().values():
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if self._stopping.wait(_SETTLE_CHECK_INTERVAL_S):
-                break
-        return self.initial_outcome()
+        try:
+            while "pending" in self.initial_outcome().values():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if self._stopping.wait(_SETTLE_CHECK_INTERVAL_S):
+                    break
+            return self.initial_outcome()
+        finally:
+            self._starting.clear()
+
+    def failed_versions(self, name: str) -> list[tuple[int, str, str]]:
+        """(version, error code, error message) of each aspired version of ``name`` whose load failed."""
+        with self._lock:
+            tracked = self._models.get(name)
+            failed = sorted(tracked.failed & tracked.aspired) if tracked else []
+        statuses = {int(s["version"]): s["status"] for s in self._repository.version_status(name)} if failed else {}
+        return [(v, statuses[v]["error_code"], statuses[v]["error_message"]) for v in failed if v in statuses]

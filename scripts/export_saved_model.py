@@ -29,6 +29,8 @@ Signatures (stable names, defined in ``serving_contract.export``, documented in 
 ``assets.extra/export_info.json`` records the model name, input size, preprocessing mode, the
 labels (id and label in output order) and where the weights came from, so both servers can report
 them; the labels are also the SavedModel asset ``assets/labels.txt``.
+``assets.extra/tf_serving_warmup_requests`` holds one batch-1 request per signature, which
+TF Serving (and our model server) replays at load before serving the version.
 
 Typical usage::
 
@@ -49,12 +51,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from scripts.export_signatures import serving_signatures, signatures_info
+from model_server.warmup import predict_log, write_warmup_requests
+from scripts.export_signatures import serving_signatures, signatures_info, warmup_inputs
 from scripts.model_sidecar import read_model_info
 from serving_contract.applications import APPLICATIONS
 from serving_contract.export import (CLASSES_KEY, CUSTOM_MODEL, INPUT_SIZE_KEY, LABELS_ASSET_PATH, LABELS_KEY,
-                                     MODEL_KEY, PREPROCESSING_KEY, SERVING_UINT8, SIGNATURES, WEIGHTS_KEY,
-                                     is_untrained, read_export_info, write_export_info)
+                                     MODEL_KEY, PREPROCESSING_KEY, SERVING_UINT8, SIGNATURES, WARMUP_REQUESTS_PATH,
+                                     WEIGHTS_KEY, is_untrained, read_export_info, write_export_info)
 from serving_contract.labels import (IMAGENET, IMAGENET_CLASSES, Label, LabelsError, format_labels_text,
                                      imagenet_labels, labels_to_info, read_labels_file)
 from serving_contract.preprocessing import DEFAULT_MODE, MODES, check_mode
@@ -173,10 +176,14 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
     try:
         with tempfile.TemporaryDirectory(prefix=".labels-", dir=base_path) as labels_dir:
             module = tf.Module()
-            module.model = model  # tracked, so the variables are saved
             signatures = serving_signatures(tf, model, mode, labels)
             for name, function in signatures.items():
                 setattr(module, name, function)
+            # Track the tf.Variables the signatures capture, not the Keras model: through Keras 3's
+            # variable wrappers the SavedModel would restore a second, unused copy of each, and a Session
+            # loader (tensorflow_model_server, ours) would find the captured ones uninitialized ("Could
+            # not find variable ...": keras-team/keras#20095). Keras' own ExportArchive does the same.
+            module.captured_variables = _captured_variables(signatures.values())
             labels_file = Path(labels_dir) / LABELS_ASSET_PATH.name
             labels_file.write_text(labels_text, encoding="utf-8")
             module.labels_asset = tf.saved_model.Asset(str(labels_file))  # copied to assets/labels.txt
@@ -184,6 +191,8 @@ def export_keras_model(model: Any, base_path: str | Path, version: int | None = 
             started = time.monotonic()
             tf.saved_model.save(module, str(staging), signatures=signatures)
         write_export_info(staging, export_info)
+        write_warmup_requests(staging, [predict_log(name, inputs)
+                                        for name, inputs in warmup_inputs(height, width, 3).items()])
         log(f"[2/3] saved in {time.monotonic() - started:.1f} s, {_size_mb(staging):.1f} MB")
         if target.exists():
             # Move the old version aside (one rename) rather than deleting it in place, so a poller
@@ -215,6 +224,15 @@ def _shape_text(shape: tuple) -> str:
     return "[" + ", ".join("batch" if i == 0 and d is None else str(d) for i, d in enumerate(shape)) + "]"
 
 
+def _captured_variables(functions: Any) -> list:
+    """The distinct tf.Variables the traced signature functions read, in a stable order."""
+    found: dict[int, Any] = {}
+    for function in functions:
+        for variable in function.get_concrete_function().variables:
+            found.setdefault(id(variable), variable)
+    return list(found.values())
+
+
 def _size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
@@ -232,7 +250,9 @@ def missing_signatures(version_dir: Path) -> list[str]:
 
 
 def export_needed(base_path: Path) -> tuple[bool, str]:
-    """Whether ``--if-needed`` should export (no version yet, or the latest lacks signatures), and why."""
+    """Whether ``--if-needed`` should export, and why: no version yet, or the latest is one of ours made
+    by an older exporter (without a signature, or without warm-up requests, which came with the fix
+    that lets a Session load our exports)."""
     latest = latest_version(base_path)
     if latest is None:
         return True, f"no version under {base_path}"
@@ -240,6 +260,10 @@ def export_needed(base_path: Path) -> tuple[bool, str]:
     if missing:
         why = f" (the gateway calls {SERVING_UINT8} by default)" if SERVING_UINT8 in missing else ""
         return True, f"version {latest} was exported without {', '.join(missing)}{why}"
+    latest_dir = base_path / str(latest)
+    if read_export_info(latest_dir) is not None and not (latest_dir / WARMUP_REQUESTS_PATH).is_file():
+        return True, (f"version {latest} was exported by an older exporter, whose SavedModels a "
+                      f"Session-based server (tensorflow_model_server, the model server) cannot run")
     return False, f"version {latest} needs no new export"
 
 

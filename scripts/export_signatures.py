@@ -95,3 +95,19 @@ def scale_in_graph(tf: Any, pixels: Any, mode: str) -> Any:
     if mode == "caffe":
         return tf.reverse(x, axis=[-1]) - tf.constant(CAFFE_MEAN_BGR, tf.float32)
     return x
+
+
+def warmup_inputs(height: int, width: int, channels: int) -> dict[str, dict[str, Any]]:
+    """One batch-1 request's inputs per signature, for ``assets.extra/tf_serving_warmup_requests``.
+
+    Replayed at load by our model server and by ``tensorflow_model_server``, so the first client
+    request after a (hot) load does not pay for TensorFlow's lazy set-up of each signature.
+    """
+    import numpy as np
+
+    shape = (height, width, channels)
+    gray = np.array([np.full(shape, 128, np.uint8).tobytes()], object)
+    return {SERVING_DEFAULT: {INPUT_IMAGE: np.zeros((1, *shape), np.float32)},
+            SERVING_BYTES: {INPUT_PIXELS_BYTES: np.array([np.zeros(shape, "<f4").tobytes()], object)},
+            SERVING_UINT8: {INPUT_PIXELS_BYTES: gray},
+            SERVING_TOPK: {INPUT_PIXELS_BYTES: gray, INPUT_K: np.array([5], np.int32)}}

@@ -22,6 +22,8 @@ output order, see ``serving_contract.labels``), ``classes``, the signatures, and
 the weights came from; ``untrained`` there means random weights, whose predictions are meaningless.
 The class names are also the SavedModel asset ``assets/labels.txt``: one class a line in output
 order, ``label`` where id and label are equal, else ``id<TAB>label`` (``serving_contract.labels``).
+``assets.extra/tf_serving_warmup_requests`` holds one request per signature, replayed at load by
+TF Serving and our model server (``model_server.warmup`` owns that format).
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ TOPK_OUTPUTS = (OUTPUT_SCORES, OUTPUT_CLASS_INDEX, OUTPUT_CLASS_ID, OUTPUT_CLASS
 DEFAULT_MODEL_NAME = "ImageClassifier"
 
 EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
+#: TF Serving's warm-up file (TFRecord of PredictionLog), replayed at load; model_server.warmup owns its format.
+WARMUP_REQUESTS_PATH = Path("assets.extra") / "tf_serving_warmup_requests"
 #: Where our model server returns it: the REST metadata's ``metadata.export_info``, and the gRPC
 #: GetModelMetadata field of that name (a JSON string in a google.protobuf.StringValue).
 EXPORT_INFO_METADATA_KEY = "export_info"

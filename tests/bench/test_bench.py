@@ -208,3 +208,27 @@ def test_gateway_signatures_measures_both_routes_without_errors():
     assert set(rows) == {"serving_topk", "serving_uint8"}
     # every row has its latency and reply size, and no request failed
     assert all(float(row[3]) > 0 and int(row[6]) > 0 and row[7].strip() == "0" for row in rows.values())
+
+
+def run_module(module: str, *args: str) -> list[list[str]]:
+    """Run ``python -m module --tiny args``; the cells of its table's rows (header and rule left out)."""
+    proc = subprocess.run([sys.executable, "-m", module, "--tiny", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=SMOKE_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if not line.startswith("|---")]
+
+
+@pytest.mark.e2e
+def test_execution_bench_measures_every_row_without_errors():
+    rows = run_module("bench.execution", "--requests", "4")
+    assert len(rows) == 6  # 4 bare processes (function/Session x oneDNN on/off) + 2 model servers
+    assert all(row[1] == "4" and row[4] == "0" for row in rows), rows  # calls, errors
+    assert rows[0][5] == "1.00x"  # the floor is its own reference
+
+
+@pytest.mark.e2e
+def test_warmup_bench_swaps_with_and_without_the_file():
+    rows = run_module("bench.warmup", "--rounds", "1")
+    assert [row[0] for row in rows] == ["with warm-up file", "without warm-up file"]
+    assert all(row[1] == "1" and float(row[3]) > 0 for row in rows), rows

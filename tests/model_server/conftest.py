@@ -1,8 +1,5 @@
 """Models the model-server tests export themselves, and a server config helper.
 
-TF Serving's own test models are only read in place beside the checkout (``tfs_testdata``, which
-skips a test where they are absent); everything below is exported by the tests:
-
 * ``tiny``: our exporter's Keras classifier (signatures ``serving_default`` and ``serving_bytes``),
   versions 1 and 2 with different weights.
 * ``half_plus_two``: a TF1 SavedModel like TF Serving's testdata, with ``classify_x_to_y`` and
@@ -10,6 +7,10 @@ skips a test where they are absent); everything below is exported by the tests:
 * ``slow``: sleeps for the number of seconds it is given (deadline and graceful-shutdown tests).
 * ``spec_example``: the model of the Open Inference Protocol's worked examples (v2 tests).
 * ``v2_repository``: some of them loaded in this process, for the v2 API tests without a socket.
+* ``export_simple_save``: a TF1 raw graph written with ``tf.compat.v1.saved_model.simple_save``, as
+  the tutorial's export script does (``SIMPLE_SAVE_WEIGHTS`` / ``SIMPLE_SAVE_BIAS``).
+
+TF Serving's own test models (``TFS_TESTDATA``) are read in place where they exist.
 """
 
 from __future__ import annotations
@@ -21,22 +22,41 @@ import pytest
 
 from model_server.repository import STATE_AVAILABLE, STATE_LOADING, ModelRepository
 from model_server.servable import load_servable
-from scripts.processes import REPO_ROOT
 from serving_contract.export import read_export_info, write_export_info
 from serving_contract.labels import labels_to_info
+from tests.support.processes import REPO_ROOT
 from tests.support.tiny_models import export_tiny_classifier
 
 TINY_INPUT = (32, 32)
-# TF Serving's own test SavedModels, read in place where this checkout sits beside them.
+# TF Serving's testdata SavedModels (half_plus_two, half_plus_three, ...), shared beside the project.
 TFS_TESTDATA = REPO_ROOT.parent / "shared" / "tfs_testdata"
+SIMPLE_SAVE_WEIGHTS = ((0.5, -1.0), (2.0, 0.25), (-0.75, 1.5))
+SIMPLE_SAVE_BIAS = (0.1, -0.2)
 
 
-def tfs_testdata(name: str) -> Path:
-    """Base path of one of TF Serving's test models; skips the test when they are not here."""
+def tfs_model(name: str) -> Path:
+    """The base path of one of TF Serving's test models; skips the test (with why) where it is absent."""
     path = TFS_TESTDATA / name
     if not path.is_dir():
-        pytest.skip(f"TF Serving's test model {name} not found at {path}")
+        pytest.skip(f"TF Serving's test model {name} is not at {path}")
     return path
+
+
+def export_simple_save(export_dir: Path) -> Path:
+    """``scores = softmax(x @ W + b)`` for x float32 ``[batch, 3]``, saved with TF1's ``simple_save``."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 3], name="x")
+        weights = v1.get_variable("weights", initializer=tf.constant(SIMPLE_SAVE_WEIGHTS, tf.float32))
+        bias = v1.get_variable("bias", initializer=tf.constant(SIMPLE_SAVE_BIAS, tf.float32))
+        scores = tf.nn.softmax(tf.matmul(x, weights) + bias, name="scores")
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            v1.saved_model.simple_save(session, str(export_dir), inputs={"x": x}, outputs={"scores": scores})
+    return export_dir
 
 
 def export_half_plus_two(export_dir: Path) -> Path:

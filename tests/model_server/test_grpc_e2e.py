@@ -150,8 +150,6 @@ def test_predict_on_tf_servings_half_plus_two(prediction, models):
     assert response.model_spec.signature_name == "serving_default"
 
 
-@pytest.mark.xfail(strict=True, reason="the servable checks feeds against the SignatureDef's [-1,1] shape until "
-                                       "the tf.compat.v1.Session servable (issue 12) lands; then remove this mark")
 def test_tf_serving_docs_client_with_flat_instances(prediction, models):
     """The documentation's client: x = [1.0, 2.0, 5.0] (shape [3]) -> y = [2.5, 3.0, 4.5]."""
     if "tfs_half_plus_two" not in models:
@@ -412,7 +410,7 @@ def test_reload_config_with_a_model_that_cannot_load_fails(model_service, models
     (broken / "1").mkdir(parents=True)
     (broken / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
     assert_rpc_error(lambda: _reload(model_service, {**models, "broken": broken}), grpc.StatusCode.UNKNOWN,
-                     "1 model(s) did not become available: {{broken: END}}")
+                     "1 model(s) did not become available: {{{name: broken version: 1} due to error: DATA_LOSS")
     status = get_model_status_pb2.GetModelStatusRequest()
     status.model_spec.name = "broken"
     (failed,) = model_service.GetModelStatus(status, timeout=10).model_version_status

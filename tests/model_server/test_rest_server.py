@@ -229,7 +229,7 @@ def test_error_carries_its_canonical_code_for_the_metrics(api):
     ({"signature_name": "nope", "instances": [1]}, 'Serving signature name: "nope" not found in signature def'),
     ({"instances": [[1.0]], "inputs": {"image": [[1.0]]}}, "expecting only one of 'inputs' or 'instances'"),
     ({"signature_name": "serving_default"}, "Missing 'inputs' or 'instances' key"),
-    ({"instances": [[[1.0, 2.0]]]}, "must have shape [-1,32,32,3]"),
+    ({"instances": [[[1.0, 2.0]]]}, "must be 4-dimensional like the signature's [-1,32,32,3], got [1,1,2]"),
     ({"instances": [[[["a", "b", "c"]]]]}, "JSON Value: \"a\" Type: String is not of expected type: float"),
 ])
 def test_body_errors(api, payload, fragment):

@@ -63,7 +63,9 @@ def test_load_latency_is_recorded_per_version_path(model_paths):
 def test_a_model_that_never_loads_fails_start_up(tmp_path):
     (tmp_path / "broken" / "1").mkdir(parents=True)
     (tmp_path / "broken" / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
-    with pytest.raises(ConfigError, match=r"1 model\(s\) did not become available: \{\{broken: END\}\}"):
+    # ServerCore::WaitUntilModelsAvailable's message, with the version's error
+    with pytest.raises(ConfigError, match=r"1 model\(s\) did not become available: \{\{\{name: broken version: 1\} "
+                                          r"due to error: DATA_LOSS: Can't parse .* as binary proto\}, \}"):
         with running(model_name="broken", model_base_path=str(tmp_path / "broken")):
             pass
 

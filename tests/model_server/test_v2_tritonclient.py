@@ -16,7 +16,7 @@ import requests
 
 from serving_contract.export import read_export_info, write_export_info
 from serving_contract.labels import labels_to_info
-from tests.model_server.conftest import TFS_TESTDATA, TINY_INPUT, model_config_text, tfs_testdata
+from tests.model_server.conftest import TFS_TESTDATA, TINY_INPUT, model_config_text, tfs_model
 from tests.support.processes import free_port
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in requirements.txt")
@@ -72,7 +72,7 @@ def test_health_and_server_metadata(client):
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_half_plus_two(client, binary):
-    tfs_testdata("half_plus_two")
+    tfs_model("half_plus_two")
     outputs = [httpclient.InferRequestedOutput("y", binary_data=binary)]
     result = client.infer("half_plus_two", [infer_input("x", HALF_PLUS_TWO_INPUT, "FP32", binary)],
                           outputs=outputs, request_id="r-1")
@@ -82,16 +82,15 @@ def test_half_plus_two(client, binary):
     assert ("data" in response["outputs"][0]) is not binary
 
 
-@pytest.mark.xfail(strict=True, reason="the servable checks feeds against the SignatureDef's [-1,1] shape until the "
-                   "tf.compat.v1.Session servable (issue 12) lands, as TF Serving does not; then remove this mark")
 def test_half_plus_two_flat_input_as_in_the_issue(client):
+    tfs_model("half_plus_two")
     x = infer_input("x", HALF_PLUS_TWO_INPUT.ravel(), "FP32")  # shape [3], as TF Serving's docs send it
     result = client.infer("half_plus_two", [x])
     np.testing.assert_allclose(result.as_numpy("y").ravel(), [2.5, 3.0, 4.5])
 
 
 def test_half_plus_two_metadata(client):
-    tfs_testdata("half_plus_two")
+    tfs_model("half_plus_two")
     metadata = client.get_model_metadata("half_plus_two")
     assert metadata == {"name": "half_plus_two", "versions": ["123"], "platform": "tensorflow_savedmodel",
                         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
@@ -99,7 +98,7 @@ def test_half_plus_two_metadata(client):
 
 
 def test_half_plus_two_classification(client):
-    tfs_testdata("half_plus_two")
+    tfs_model("half_plus_two")
     # y is [3, 1]: one class per row, so each row's best is index 0 with its own value.
     result = client.infer("half_plus_two", [infer_input("x", HALF_PLUS_TWO_INPUT, "FP32")],
                           outputs=[httpclient.InferRequestedOutput("y", class_count=1)])
@@ -164,7 +163,7 @@ def test_errors_reach_the_client(client, call, status, message):
 
 def test_grpc_port_serves_the_v2_grpc_service(server):
     """The same server's gRPC port (--port) also answers inference.GRPCInferenceService."""
-    tfs_testdata("half_plus_two")
+    tfs_model("half_plus_two")
     import tritonclient.grpc as grpcclient
 
     with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as triton:

@@ -14,7 +14,7 @@ from scripts.export_saved_model import ExportError, export_keras_model
 from flask_server.preprocess import scale
 from serving_contract.export import (CUSTOM_MODEL, EXPORT_INFO_PATH, INPUT_IMAGE, INPUT_PIXELS_BYTES,
                                      OUTPUT_PROBABILITIES, SERVING_BYTES, SERVING_DEFAULT, SERVING_TOPK, SERVING_UINT8,
-                                     SIGNATURES, UNTRAINED_WEIGHTS)
+                                     SIGNATURES, UNTRAINED_WEIGHTS, WARMUP_REQUESTS_PATH)
 from serving_contract.preprocessing import MODES
 from serving_contract.versions import is_version_name, list_versions
 from tests.support.tiny_models import build_tiny_classifier, export_tiny_classifier
@@ -122,6 +122,23 @@ def test_signatures_agree_with_each_other_and_keras(exported):
     assert from_floats.shape == (3, 10)
 
 
+def test_export_runs_in_a_session_and_carries_a_warmup_request_per_signature(exported):
+    # test that tensorflow_model_server's way of loading (a Session over the serve MetaGraph) finds
+    # every variable the signatures read (keras-team/keras#20095), and that warm-up covers each one
+    from model_server.servable import load_servable, run_warmup
+    from model_server.warmup import read_warmup_requests
+
+    model, target = exported
+    requests = [request for record in read_warmup_requests(target) for request in record]
+    assert [request.signature_name for request in requests] == list(SIGNATURES)
+    servable = load_servable("tiny", 1, target)
+    assert run_warmup(servable) == len(SIGNATURES)
+    images = np.random.default_rng(2).random((2, 32, 32, 3), dtype=np.float32)
+    served = servable.run(SERVING_DEFAULT, {INPUT_IMAGE: images})[OUTPUT_PROBABILITIES]
+    np.testing.assert_allclose(served, model.predict(images, verbose=0), atol=1e-6)
+    servable.close()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_uint8_signature_scales_like_keras_and_the_gateway(tmp_path, mode):
     """serving_uint8's in-graph scaling against the gateway's numpy ``scale`` and Keras'
@@ -201,9 +218,14 @@ def test_if_needed_exports_when_there_is_no_version_or_the_latest_predates_a_sig
     info_path.write_text(json.dumps(info))
     assert export.main(args) == 0 and list_versions(base) == [1, 2, 3]
     assert "version 2 was exported without serving_topk\n" in capsys.readouterr().out
+    # An export from before the one a Session can run (it came with the warm-up file): exported again.
+    (base / "3" / WARMUP_REQUESTS_PATH).unlink()
+    assert export.main(args) == 0 and list_versions(base) == [1, 2, 3, 4]
+    assert "version 3 was exported by an older exporter" in capsys.readouterr().out
     # A SavedModel without our export_info is someone else's: it is not replaced.
-    (base / "3" / EXPORT_INFO_PATH).unlink()
-    assert export.main(args) == 0 and list_versions(base) == [1, 2, 3]
+    (base / "4" / EXPORT_INFO_PATH).unlink()
+    (base / "4" / WARMUP_REQUESTS_PATH).unlink()
+    assert export.main(args) == 0 and list_versions(base) == [1, 2, 3, 4]
 
 
 def test_command_line(tmp_path, tiny, capsys):
