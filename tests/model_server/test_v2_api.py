@@ -231,7 +231,7 @@ def test_export_labels_come_from_the_export_contract():
     (orjson.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}), 400,
      "Unexpected input 'x' for signature 'serving_default'"),
     (orjson.dumps({"inputs": [{"name": "image", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}), 400,
-     "must have shape [-1,32,32,3]"),
+     "must be 4-dimensional like the signature's [-1,32,32,3]"),
     (tiny_request(np.zeros((1, *TINY_INPUT, 3)), outputs=[{"name": "logits"}]), 400,
      "Unexpected output 'logits' for signature 'serving_default'"),
     (b"{", 400, "not valid JSON"),
