@@ -27,13 +27,13 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from serving_contract.export import SIGNATURE_DEF_METADATA_KEY
 from serving_contract.protobuf_wire import WIRE_LEN, WIRE_VARINT, len_field, varint_field
 
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 METADATA_METHOD = "/tensorflow.serving.PredictionService/GetModelMetadata"
 STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
-SIGNATURE_DEF_FIELD = "signature_def"
-METADATA_FIELDS_SIGNATURE_DEF = (SIGNATURE_DEF_FIELD,)  # all tensorflow_model_server answers
+METADATA_FIELDS_SIGNATURE_DEF = (SIGNATURE_DEF_METADATA_KEY,)  # all tensorflow_model_server answers
 STRING_VALUE_TYPE = "google.protobuf.StringValue"
 
 # Wire types

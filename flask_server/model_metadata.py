@@ -27,10 +27,10 @@ import dataclasses
 from typing import Any
 
 from flask_server.model_config import ModelSpec, signature_defaults
-from serving_contract.export import (INPUT_IMAGE, INPUT_K, INPUT_PIXELS_BYTES, INPUT_SIZE_KEY, OUTPUT_CLASS_ID,
-                                     OUTPUT_CLASS_LABEL, OUTPUT_PROBABILITIES, OUTPUT_SCORES, PREPROCESSING_KEY,
-                                     PROBABILITIES_SIGNATURES, SERVING_BYTES, SERVING_DEFAULT, SERVING_TOPK,
-                                     SERVING_UINT8)
+from serving_contract.export import (EXPORT_INFO_METADATA_KEY, INPUT_IMAGE, INPUT_K, INPUT_PIXELS_BYTES, INPUT_SIZE_KEY,
+                                     OUTPUT_CLASS_ID, OUTPUT_CLASS_LABEL, OUTPUT_PROBABILITIES, OUTPUT_SCORES,
+                                     PREPROCESSING_KEY, PROBABILITIES_SIGNATURES, SERVING_BYTES, SERVING_DEFAULT,
+                                     SERVING_TOPK, SERVING_UINT8, SIGNATURE_DEF_METADATA_KEY)
 from serving_contract.labels import Label, LabelsError, labels_from_info
 from serving_contract.preprocessing import MODES
 
@@ -38,8 +38,6 @@ from serving_contract.preprocessing import MODES
 PREFERRED_SIGNATURES = ((SERVING_TOPK, INPUT_PIXELS_BYTES), (SERVING_UINT8, INPUT_PIXELS_BYTES),
                         (SERVING_BYTES, INPUT_PIXELS_BYTES), (SERVING_DEFAULT, INPUT_IMAGE))
 # TF Serving's metadata nesting: metadata.signature_def.signature_def.<name>.inputs.<alias>.tensor_shape.dim[].size
-_SIGNATURE_DEF_KEY = "signature_def"
-EXPORT_INFO_KEY = "export_info"
 UNKNOWN_DIM = -1
 
 Shape = tuple[int, ...]
@@ -66,9 +64,9 @@ class VersionMetadata:
         """Read a metadata reply; parts that are missing or malformed are left out, never an error."""
         metadata = reply.get("metadata") if isinstance(reply, dict) else None
         metadata = metadata if isinstance(metadata, dict) else {}
-        info = metadata.get(EXPORT_INFO_KEY)
-        defs = metadata.get(_SIGNATURE_DEF_KEY)
-        defs = defs.get(_SIGNATURE_DEF_KEY) if isinstance(defs, dict) else None
+        info = metadata.get(EXPORT_INFO_METADATA_KEY)
+        defs = metadata.get(SIGNATURE_DEF_METADATA_KEY)
+        defs = defs.get(SIGNATURE_DEF_METADATA_KEY) if isinstance(defs, dict) else None
         defs = defs if isinstance(defs, dict) else {}
         # "__saved_model_init_op" and the like are the SavedModel's own, not callable signatures.
         signatures = {name: _signature(definition) for name, definition in defs.items()

@@ -30,7 +30,7 @@ from flask_server.errors import BadModelServerReply, quote_reply
 from flask_server.model_config import JSON_FLOATS, RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
 from flask_server.transport import EncodedBatch, TopK
 from flask_server.version_tracker import AVAILABLE
-from serving_contract.export import OUTPUT_PROBABILITIES
+from serving_contract.export import EXPORT_INFO_METADATA_KEY, OUTPUT_PROBABILITIES
 
 PROTOCOL = "v2"
 #: The version a server without versions is called (and reported) as.
@@ -38,7 +38,6 @@ UNVERSIONED = 0
 HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
 SIGNATURE_NAME_PARAMETER = "signature_name"
-EXPORT_INFO_KEY = "export_info"
 _LENGTH_PREFIX = struct.Struct("<I")
 # v2 datatypes the scores may come in, as little-endian numpy dtypes.
 _SCORE_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "FP16": np.dtype("<f2")}
@@ -149,7 +148,8 @@ class V2Client(ModelServerClient):
         reply = self._request("GET", name, _model_path(name, version), request_id=request_id)
         if version is None:
             version = _versions(reply, name, self.base_url)[-1]
-        metadata = {EXPORT_INFO_KEY: reply[EXPORT_INFO_KEY]} if isinstance(reply.get(EXPORT_INFO_KEY), dict) else {}
+        info = reply.get(EXPORT_INFO_METADATA_KEY)
+        metadata = {EXPORT_INFO_METADATA_KEY: info} if isinstance(info, dict) else {}
         return {"model_spec": {"name": name, "version": str(version)}, "metadata": metadata}
 
     def encode(self, spec: ModelSpec, batch: np.ndarray, k: int | None = None) -> V2EncodedBatch:

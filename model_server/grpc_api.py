@@ -46,11 +46,11 @@ from model_server.model_calls import SubmitFn, run_with_deadline
 from model_server.repository import ModelRepository, ServableHandle
 from model_server.servable import (CLASSIFY_CLASSES_KEY, CLASSIFY_METHOD, CLASSIFY_SCORES_KEY, DEFAULT_SIGNATURE,
                                    EXAMPLES_INPUT_KEY, REGRESS_METHOD, REGRESS_OUTPUTS_KEY)
-from serving_contract.export import EXPORT_INFO_METADATA_KEY
+from serving_contract.export import EXPORT_INFO_METADATA_KEY, SIGNATURE_DEF_METADATA_KEY
 
-SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef, TF Serving's only metadata field
-# Our extension, as in the REST metadata: the export's export_info.json as JSON text in a StringValue.
-METADATA_FIELDS = (SIGNATURE_DEF_FIELD, EXPORT_INFO_METADATA_KEY)
+# TF Serving's one field, and our extension, as in the REST metadata: the export's export_info.json
+# as JSON text in a StringValue.
+METADATA_FIELDS = (SIGNATURE_DEF_METADATA_KEY, EXPORT_INFO_METADATA_KEY)
 # ModelVersionStatus.State numbers by the state names the repository uses.
 _STATE_NUMBERS = get_model_status_pb2.ModelVersionStatus.State.DESCRIPTOR.values_by_name
 _ERROR_CODE_NUMBERS = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type.values_by_name
@@ -235,10 +235,10 @@ class GrpcApi:
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = handle.name
         response.model_spec.version.value = handle.version
-        if SIGNATURE_DEF_FIELD in request.metadata_field:
+        if SIGNATURE_DEF_METADATA_KEY in request.metadata_field:
             signature_defs = get_model_metadata_pb2.SignatureDefMap()
-            json_format.ParseDict(metadata[SIGNATURE_DEF_FIELD], signature_defs)
-            response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_defs)
+            json_format.ParseDict(metadata[SIGNATURE_DEF_METADATA_KEY], signature_defs)
+            response.metadata[SIGNATURE_DEF_METADATA_KEY].Pack(signature_defs)
         if EXPORT_INFO_METADATA_KEY in request.metadata_field and EXPORT_INFO_METADATA_KEY in metadata:
             response.metadata[EXPORT_INFO_METADATA_KEY].Pack(
                 wrappers_pb2.StringValue(value=json.dumps(metadata[EXPORT_INFO_METADATA_KEY])))

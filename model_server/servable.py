@@ -35,7 +35,8 @@ from model_server import errors, warmup
 from model_server.errors import FailedPrecondition, InvalidArgument, ServingError
 from model_server.routing import VERB_PREDICT
 from model_server.tensor_types import TensorSpec
-from serving_contract.export import EXPORT_INFO_METADATA_KEY, SERVING_DEFAULT, is_untrained, read_export_info
+from serving_contract.export import (EXPORT_INFO_METADATA_KEY, SERVING_DEFAULT, SIGNATURE_DEF_METADATA_KEY,
+                                     is_untrained, read_export_info)
 from serving_contract.versions import SAVED_MODEL_FILENAMES
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class Servable:
                                                         always_print_fields_with_no_presence=True,
                                                         preserving_proto_field_name=True)
                          for key in sorted(self._signature_defs)}
-        metadata: dict[str, Any] = {"signature_def": {"signature_def": signature_def}}
+        metadata: dict[str, Any] = {SIGNATURE_DEF_METADATA_KEY: {SIGNATURE_DEF_METADATA_KEY: signature_def}}
         if self.export_info is not None:
             metadata[EXPORT_INFO_METADATA_KEY] = self.export_info
         return {"model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},

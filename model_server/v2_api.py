@@ -25,7 +25,7 @@ from model_server.errors import NotFound, ServingError, error_body
 from model_server.repository import STATE_AVAILABLE, STATE_END, ModelRepository
 from model_server.model_calls import SubmitFn, run_with_deadline
 from model_server.rest_server import MAX_BODY_BYTES, ApiResponse
-from serving_contract.export import SERVING_DEFAULT
+from serving_contract.export import EXPORT_INFO_METADATA_KEY, SERVING_DEFAULT
 from serving_contract.labels import LabelsError, labels_from_info
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,6 @@ PACKAGE_NAME = "keras-and-tensorflow-serving"
 # What a SavedModel is called in v2 metadata (Triton's name for the TensorFlow SavedModel backend).
 PLATFORM = "tensorflow_savedmodel"
 EXTENSIONS = ("binary_tensor_data", "classification")
-# Our extension of model metadata, as on /v1: the exporter's export_info, when the version has one.
-EXPORT_INFO_KEY = "export_info"
 LIVE_KEY = "live"
 READY_KEY = "ready"
 API_NAMES = {v2_routing.MODEL_METADATA: "v2_metadata", v2_routing.MODEL_READY: "v2_ready",
@@ -121,7 +119,8 @@ class V2DataPlane:
                 "outputs": v2_codec.metadata_tensors(signature.outputs) if signature else [],
             }
             if servable.export_info is not None:
-                body[EXPORT_INFO_KEY] = servable.export_info
+                # Our extension of model metadata, as on /v1: the exporter's export_info.
+                body[EXPORT_INFO_METADATA_KEY] = servable.export_info
         return handle.version, body
 
     def infer(self, name: str, version: int | None, request: v2_codec.InferRequest,

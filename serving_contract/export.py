@@ -60,8 +60,12 @@ DEFAULT_MODEL_NAME = "ImageClassifier"
 EXPORT_INFO_PATH = Path("assets.extra") / "export_info.json"
 #: TF Serving's warm-up file (TFRecord of PredictionLog), replayed at load; model_server.warmup owns its format.
 WARMUP_REQUESTS_PATH = Path("assets.extra") / "tf_serving_warmup_requests"
-#: Where our model server returns it: the REST metadata's ``metadata.export_info``, and the gRPC
-#: GetModelMetadata field of that name (a JSON string in a google.protobuf.StringValue).
+#: TF Serving's one model metadata field (``GetModelMetadataImpl::kSignatureDef``): the REST
+#: metadata's ``metadata.signature_def.signature_def`` and the gRPC GetModelMetadata field.
+SIGNATURE_DEF_METADATA_KEY = "signature_def"
+#: Where our model server returns it: the REST metadata's ``metadata.export_info``, the gRPC
+#: GetModelMetadata field of that name (a JSON string in a google.protobuf.StringValue), and the
+#: v2 model metadata's ``export_info``.
 EXPORT_INFO_METADATA_KEY = "export_info"
 #: The class names as a SavedModel asset, in serving_contract.labels' text format.
 LABELS_ASSET_PATH = Path("assets") / "labels.txt"
