@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from model_server import errors, warmup
-from model_server.errors import FailedPrecondition, InvalidArgument, ServingError
+from model_server.errors import FailedPrecondition, InvalidArgument
 from model_server.routing import VERB_PREDICT
 from model_server.tensor_types import TensorSpec
 from serving_contract.export import (EXPORT_INFO_METADATA_KEY, SERVING_DEFAULT, SIGNATURE_DEF_METADATA_KEY,
@@ -60,11 +60,6 @@ _CANONICAL_CODES = {1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEA
                     13: "INTERNAL", 14: "UNAVAILABLE", 15: "DATA_LOSS", 16: "UNAUTHENTICATED"}
 
 
-def _error_classes() -> dict[str, type[ServingError]]:
-    return {cls.code: cls for cls in vars(errors).values()
-            if isinstance(cls, type) and issubclass(cls, ServingError) and cls is not ServingError}
-
-
 @contextlib.contextmanager
 def translate_tf_errors() -> Iterator[None]:
     """Re-raise TensorFlow's status errors as the ServingError with the same canonical code.
@@ -77,7 +72,7 @@ def translate_tf_errors() -> Iterator[None]:
         yield
     except tf.errors.OpError as exc:
         code = _CANONICAL_CODES.get(exc.error_code, "UNKNOWN")
-        raise _error_classes().get(code, errors.Unknown)(exc.message) from exc
+        raise errors.error_for_code(code, exc.message) from exc
 
 
 @dataclass(frozen=True)
