@@ -11,16 +11,26 @@ KERAS_MODEL := scripts/inception.keras
 MODELS ?=
 MODEL_REPOSITORY ?= $(CURDIR)/models
 GRPC_PORT ?= 8500
+# What auto_cmd serves and where: the same for `run` and for its pre-flight check.
+AUTO_CMD_ARGS = $(if $(MODELS),$(foreach m,$(MODELS),--model $(m)=$(MODEL_REPOSITORY)/$(m)),--model-base-path \
+  $(MODEL_BASE_PATH)) --grpc-port $(GRPC_PORT) $(if $(REST_API_PORT),--rest-api-port=$(REST_API_PORT)) \
+  $(if $(GATEWAY_PORT),--gateway-port=$(GATEWAY_PORT))
 
-.PHONY: run test test-fast bench loadtest model export system-deps python-venv venv clean
+.PHONY: run ports test test-fast bench loadtest model export system-deps python-venv venv clean
 
 # Both servers up on 127.0.0.1 (model server REST :9000 and gRPC :$(GRPC_PORT), gateway :5000), ready
 # for a sample request. MODEL_SERVER_ARGS="--enable_batching ..." adds model server flags
 # (scripts/auto_cmd.py reads it); GRPC_PORT=0 turns gRPC off. REST_API_PORT=9001 / GATEWAY_PORT=5001
-# pick other ports (when one is busy, auto_cmd says which and how).
-run: venv $(if $(MODELS),$(addprefix model-,$(MODELS)),model)
-	$(PY) scripts/auto_cmd.py $(if $(MODELS),$(foreach m,$(MODELS),--model $(m)=$(MODEL_REPOSITORY)/$(m)),--model-base-path $(MODEL_BASE_PATH)) --grpc-port $(GRPC_PORT) \
-	  $(if $(REST_API_PORT),--rest-api-port=$(REST_API_PORT)) $(if $(GATEWAY_PORT),--gateway-port=$(GATEWAY_PORT))
+# pick other ports (when one is busy, `ports` says which and how before any download or export).
+run: venv ports $(if $(MODELS),$(addprefix model-,$(MODELS)),model)
+	$(PY) scripts/auto_cmd.py $(AUTO_CMD_ARGS)
+
+# A busy port ends `make run` at once with one line (port, holder, variable to change), not after
+# a download and an export. Run's prerequisites are built one at a time, so under -j too `ports`
+# finishes before `model` starts (make 4.4+ serialises only run's; older makes the whole invocation).
+.NOTPARALLEL: run
+ports: venv
+	$(PY) scripts/auto_cmd.py --check-ports $(AUTO_CMD_ARGS)
 
 # The whole test suite (what .ci/run calls).
 test: venv system-deps

@@ -10,6 +10,8 @@ wait, then SIGKILL.
 Before starting anything it checks that every port it will listen on is free, and otherwise exits 1
 with one line per busy port: who holds it (pid and command) and the flag or make variable that
 picks another (scripts/port_check.py). A readiness answer counts only from the process it started.
+``--check-ports`` runs that check alone (same flags, no model needed, nothing started) and exits 0
+or 1: ``make run`` calls it before it downloads or exports anything.
 
 Stop with ``q`` / ``exit`` + Enter, Ctrl-C or SIGTERM. With ``--no-input`` (or when stdin is not a
 terminal and reaches end of file, e.g. ``< /dev/null``) it runs until SIGTERM or Ctrl-C.
@@ -132,6 +134,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="when a server exits, stop the other one and exit 1 instead of restarting it")
     parser.add_argument("--no-input", action="store_true",
                         help="do not read the keyboard; run until SIGTERM or Ctrl-C")
+    parser.add_argument("--check-ports", action="store_true",
+                        help="only check that the ports are free (exit 0, or 1 with the busy-port line); start nothing")
     parser.add_argument("--model-server-args", default=os.environ.get("MODEL_SERVER_ARGS", ""),
                         help="more model server flags, one shell-quoted string, e.g. \"--enable_batching "
                              "--tensorflow_intra_op_parallelism=1\" (default: MODEL_SERVER_ARGS)")
@@ -146,8 +150,19 @@ def port_uses(args: argparse.Namespace) -> list[PortUse]:
     return [*uses, PortUse(args.gateway_port, "gateway", "--gateway-port", "GATEWAY_PORT")]
 
 
+def report_busy_ports(args: argparse.Namespace) -> int:
+    """The pre-flight check: 0 when every port is free, else EXIT_PORT_BUSY after one line per problem."""
+    problems = busy_ports(args.host, port_uses(args))
+    if problems:
+        print("\n".join(problems), file=sys.stderr, flush=True)
+        return EXIT_PORT_BUSY
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.check_ports:
+        return report_busy_ports(args)
     sys.stdout.reconfigure(line_buffering=True)  # progress must show up at once, even through a pipe
     try:
         models = chosen_models(args)
@@ -162,10 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NO_MODEL
     # Before anything starts: a busy port would otherwise surface only after a model load, or
     # worse, another program's answer would be taken for our server's.
-    problems = busy_ports(args.host, port_uses(args))
-    if problems:
-        print("\n".join(problems), file=sys.stderr, flush=True)
-        return EXIT_PORT_BUSY
+    code = report_busy_ports(args)
+    if code:
+        return code
     # The model server's model config file and the gateway's MODELS_CONFIG live as long as this run.
     config_dir = tempfile.TemporaryDirectory(prefix="auto_cmd-")
     model_config_file, gateway_config_file = write_serving_files(models, Path(config_dir.name))

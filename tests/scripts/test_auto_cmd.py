@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from scripts import auto_cmd
-from tests.support.processes import REPO_ROOT, free_port, held_port
+from tests.support.processes import REPO_ROOT, free_port, held_port, port_closed
 from tests.support.tiny_models import export_tiny_classifier
 
 READY_TIMEOUT = 90.0
@@ -101,12 +101,6 @@ class AutoCmd:
         for pipe in (self.popen.stdout, self.popen.stdin):
             if pipe is not None:
                 pipe.close()
-
-
-def port_closed(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def check_both_servers_answer(run: AutoCmd) -> None:
@@ -297,3 +291,32 @@ def test_end_of_input_keeps_running(monkeypatch):
 def test_missing_model_version_fails_fast(tmp_path, capsys):
     assert auto_cmd.main(["--model-base-path", str(tmp_path), "--no-input"]) == 2
     assert "no numeric model version" in capsys.readouterr().err
+
+
+def test_check_ports_checks_only_the_ports(tmp_path, capsys):
+    # test that --check-ports needs no model (tmp_path holds no version) and says nothing when all are free
+    rest, grpc, gateway = free_port(), free_port(), free_port()
+    args = ["--check-ports", "--model-base-path", str(tmp_path), "--rest-api-port", str(rest),
+            "--grpc-port", str(grpc), "--gateway-port", str(gateway)]
+    assert auto_cmd.main(args) == 0
+    assert capsys.readouterr() == ("", "")
+    # test that a listener on one port is the pre-flight's one line: the port, its holder, both ways to change it
+    with socket.create_server(("127.0.0.1", gateway)):
+        assert auto_cmd.main(args) == auto_cmd.EXIT_PORT_BUSY
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: port {gateway} (gateway) on 127.0.0.1 cannot be used"), err
+    assert f"pid {os.getpid()}" in err and "--gateway-port=PORT" in err and "GATEWAY_PORT=PORT" in err, err
+
+
+@pytest.mark.e2e
+def test_check_ports_loads_no_tensorflow(tmp_path):
+    # test that the check make runs before any download stays cheap: neither TensorFlow nor Keras is imported
+    program = ("import sys; from scripts import auto_cmd; code = auto_cmd.main(sys.argv[1:]); "
+               "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}); "
+               "print(heavy); sys.exit(code)")
+    args = ["--check-ports", "--model-base-path", str(tmp_path), "--rest-api-port", str(free_port()),
+            "--grpc-port", str(free_port()), "--gateway-port", str(free_port())]
+    done = subprocess.run([sys.executable, "-c", program, *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout == "[]\n", done.stdout + done.stderr

@@ -16,6 +16,7 @@ command lines as ``make run`` (the gateway with flask_server/gunicorn.conf.py).
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,7 +28,7 @@ from scripts.processes import (LOOPBACK, REPO_ROOT, ChildProcess, free_port, gat
                                model_state, poll_until)
 
 __all__ = ["REPO_ROOT", "ServerProcess", "free_port", "held_port", "launch_model_server", "model_available",
-           "only_line_starting", "run_on_held_port", "spawn", "start_gateway", "wait_until"]
+           "only_line_starting", "port_closed", "run_on_held_port", "spawn", "start_gateway", "wait_until"]
 
 # A stand-in for "something else already listening": another process, so its pid and command are
 # what a busy-port message should name.
@@ -142,6 +143,13 @@ def held_port(timeout: float = 20.0) -> Iterator[tuple[int, ChildProcess]]:
         yield int(holder.log().split()[0]), holder
     finally:
         holder.stop()
+
+
+def port_closed(port: int) -> bool:
+    """True when nothing accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((LOOPBACK, port)) != 0
 
 
 def run_on_held_port(command: Callable[[int], Sequence[str]], timeout: float,
