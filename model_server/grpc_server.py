@@ -43,10 +43,19 @@ DEFAULT_OPTIONS: dict[str, int | str] = {
     "grpc.so_reuseport": 0,
 }
 INTERNAL_ERROR_MESSAGE = "Internal server error"
+# time_remaining() beyond this (a year) means the client set no deadline: gRPC then reports ~9.2e18 s,
+# more than any wait accepts (a Future's result() raises OverflowError for it).
+NO_DEADLINE_S = 365 * 24 * 3600.0
 REQUEST_ID_METADATA = "x-request-id"  # the gateway's request id, logged like REST's X-Request-ID
 
 # (request, seconds left before the client's deadline or None) -> response
 ApiMethod = Callable[[Message, float | None], Message]
+
+
+def seconds_left(context: grpc.ServicerContext) -> float | None:
+    """The client's deadline in seconds from now, or None when it set none; for every gRPC service here."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > NO_DEADLINE_S else remaining
 
 
 def _model_name(request: Message) -> str:
@@ -74,7 +83,7 @@ class _Calls:
         started = time.monotonic()
         code, version = "OK", ""
         try:
-            response = method(request, context.time_remaining())
+            response = method(request, seconds_left(context))
             version = _version(response)
             return response
         except ServingError as exc:

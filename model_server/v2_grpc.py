@@ -24,14 +24,12 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from model_server import v2_codec
 from model_server.errors import InvalidArgument, NotFound, ServingError
+from model_server.grpc_server import INTERNAL_ERROR_MESSAGE, seconds_left
 from model_server.routing import parse_version
 from model_server.v2_api import InferResult, V2DataPlane
 
 log = logging.getLogger(__name__)
 
-INTERNAL_ERROR_MESSAGE = "Internal server error"
-# time_remaining() beyond this (a year) means the client set no deadline.
-NO_DEADLINE_S = 365 * 24 * 3600.0
 # v2 datatype -> the InferTensorContents field holding its values (FP16 travels only as raw bytes).
 CONTENTS_FIELDS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
                    "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
@@ -139,15 +137,9 @@ class V2GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):
         def infer() -> Any:
             parsed = infer_request_from_proto(request)
             result = self._dataplane.infer(request.model_name, version_of(request.model_version), parsed,
-                                           _seconds_left(context))
+                                           seconds_left(context))
             return infer_response_to_proto(request.model_name, parsed, result)
         return _call(context, infer)
-
-
-def _seconds_left(context: grpc.ServicerContext) -> float | None:
-    """The client's deadline in seconds from now, or None without one (gRPC then reports ~forever)."""
-    remaining = context.time_remaining()
-    return None if remaining is None or remaining > NO_DEADLINE_S else remaining
 
 
 def _call(context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:

@@ -377,6 +377,13 @@ def test_client_deadline_is_enforced(prediction):
     assert time.monotonic() - started < SLOW_DEADLINE_S + 2
 
 
+def test_client_without_a_deadline_waits_for_the_answer(prediction):
+    """No timeout (gRPC then reports ~9.2e18 s remaining): the call runs to its end, as in TF Serving."""
+    seconds = np.array([0.3], np.float32)  # still running when the server starts waiting for it
+    response = prediction.Predict(predict_request("slow", {"seconds": seconds}))
+    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["seconds"]), seconds)
+
+
 def test_request_over_the_receive_limit_is_refused(prediction):
     big = np.zeros(MAX_RECEIVE_BYTES // 4 + 1024, np.float32)  # just over 1 MiB of tensor_content
     with pytest.raises(grpc.RpcError) as caught:
