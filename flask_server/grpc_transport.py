@@ -33,6 +33,7 @@ from flask_server.config import GRPC_URL_SCHEME, GatewayConfig
 from flask_server.errors import BadModelServerReply, ModelNotAvailable, ModelServerTimeout, ModelServerUnavailable
 from flask_server.model_config import RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
 from flask_server.transport import EncodedBatch, TopK
+from flask_server.wire_format import wire_pixels
 from serving_contract.export import (EXPORT_INFO_METADATA_KEY, INPUT_K, OUTPUT_CLASS_ID, OUTPUT_CLASS_INDEX,
                                      OUTPUT_CLASS_LABEL, OUTPUT_PROBABILITIES, OUTPUT_SCORES, SERVING_TOPK)
 
@@ -106,14 +107,9 @@ class GrpcTransport:
         """The PredictRequest for ``batch`` (N, H, W, 3): one bytes string per image for the ``*_bytes``
         signatures (uint8 or float32 pixels), else the float32 tensor itself; for ``serving_topk``
         also ``k`` as an int32 [N] tensor."""
-        if spec.input_format == RAW_UINT8_B64:
-            if batch.dtype != np.uint8:  # a cast would silently wrap or truncate scaled pixels
-                raise ValueError(f"{RAW_UINT8_B64} takes uint8 pixels, got {batch.dtype}")
-            value: np.ndarray | list[bytes] = [np.ascontiguousarray(image).tobytes() for image in batch]
-        elif spec.input_format == RAW_FLOAT32_B64:
-            value = [np.ascontiguousarray(image, dtype="<f4").tobytes() for image in batch]
-        else:
-            value = np.ascontiguousarray(batch, dtype=np.float32)
+        pixels = wire_pixels(spec.input_format, batch)
+        value: np.ndarray | list[bytes] = ([image.tobytes() for image in pixels]
+                                           if spec.input_format in (RAW_UINT8_B64, RAW_FLOAT32_B64) else pixels)
         inputs: dict[str, np.ndarray | list[bytes]] = {spec.input_name: value}
         if spec.signature == SERVING_TOPK:
             if k is None:

@@ -30,6 +30,7 @@ from flask_server.errors import BadModelServerReply, quote_reply
 from flask_server.model_config import JSON_FLOATS, RAW_FLOAT32_B64, RAW_UINT8_B64, ModelSpec
 from flask_server.transport import EncodedBatch, TopK
 from flask_server.version_tracker import AVAILABLE
+from flask_server.wire_format import wire_pixels
 from serving_contract.export import EXPORT_INFO_METADATA_KEY, OUTPUT_PROBABILITIES
 
 PROTOCOL = "v2"
@@ -53,17 +54,14 @@ class V2EncodedBatch(EncodedBatch):
 def encode_infer_request(input_name: str, input_format: str, signature: str, batch: np.ndarray) -> V2EncodedBatch:
     """The v2 inference request for ``batch`` (N, H, W, 3): uint8 pixels for ``raw_uint8_b64``,
     scaled float32 otherwise (what ``model_input`` made), all as binary data after the JSON."""
-    batch = np.ascontiguousarray(batch)
-    if input_format == RAW_UINT8_B64 and batch.dtype != np.uint8:  # a cast would wrap scaled pixels
-        raise ValueError(f"{RAW_UINT8_B64} takes uint8 pixels, got {batch.dtype}")
+    pixels = wire_pixels(input_format, batch)
     if input_format in (RAW_UINT8_B64, RAW_FLOAT32_B64):
-        images = batch if input_format == RAW_UINT8_B64 else batch.astype("<f4", copy=False)
         parts = []
-        for image in images:
+        for image in pixels:
             parts += [_LENGTH_PREFIX.pack(image.nbytes), image.tobytes()]
-        data, datatype, shape = b"".join(parts), "BYTES", [len(batch)]
+        data, datatype, shape = b"".join(parts), "BYTES", [len(pixels)]
     elif input_format == JSON_FLOATS:
-        data, datatype, shape = batch.astype("<f4", copy=False).tobytes(), "FP32", list(batch.shape)
+        data, datatype, shape = pixels.tobytes(), "FP32", list(pixels.shape)
     else:
         raise ValueError(f"unknown input format {input_format!r}")
     header = orjson.dumps({

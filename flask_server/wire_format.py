@@ -40,6 +40,20 @@ def model_input(spec: ModelSpec, pixels: np.ndarray) -> np.ndarray:
     return pixels if spec.input_format == RAW_UINT8_B64 else scale(pixels, spec.preprocessing)
 
 
+def wire_pixels(input_format: str, batch: np.ndarray) -> np.ndarray:
+    """``batch`` (N, H, W, 3) as every transport sends it for ``input_format``, C-contiguous: uint8
+    for ``raw_uint8_b64``, little-endian float32 otherwise.
+
+    Raises ValueError for ``raw_uint8_b64`` pixels that are not uint8: a cast would silently wrap or
+    truncate scaled pixels.
+    """
+    if input_format == RAW_UINT8_B64:
+        if batch.dtype != np.uint8:
+            raise ValueError(f"{RAW_UINT8_B64} takes uint8 pixels, got {batch.dtype}")
+        return np.ascontiguousarray(batch)
+    return np.ascontiguousarray(batch, dtype="<f4")
+
+
 def encode_batch(spec: ModelSpec, batch: np.ndarray, k: int | None = None) -> EncodedBatch:
     """``encode_predict_request`` with the number of images it holds."""
     return EncodedBatch(encode_predict_request(spec, batch, k), batch.shape[0])
@@ -54,19 +68,17 @@ def encode_predict_request(spec: ModelSpec, batch: np.ndarray, k: int | None = N
     if spec.signature == SERVING_TOPK and k is None:
         raise ValueError(f"{SERVING_TOPK} needs k")
     extra = b',"' + INPUT_K.encode() + b'":' + str(int(k)).encode() if spec.signature == SERVING_TOPK else b""
-    if spec.input_format == RAW_UINT8_B64:
-        if batch.dtype != np.uint8:  # a cast would silently wrap or truncate scaled pixels
-            raise ValueError(f"{RAW_UINT8_B64} takes uint8 pixels, got {batch.dtype}")
-        return _raw_b64_body(spec, batch, extra)
-    if spec.input_format == RAW_FLOAT32_B64:
-        return _raw_b64_body(spec, np.ascontiguousarray(batch, dtype="<f4"), extra)
-    instances = [{spec.input_name: image} for image in np.asarray(batch, dtype=np.float32)]
+    pixels = wire_pixels(spec.input_format, batch)
+    if spec.input_format in (RAW_UINT8_B64, RAW_FLOAT32_B64):
+        return _raw_b64_body(spec, pixels, extra)
+    instances = [{spec.input_name: image} for image in pixels]
     return orjson.dumps({SIGNATURE_NAME_KEY: spec.signature, INSTANCES_KEY: instances},
                         option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _raw_b64_body(spec: ModelSpec, batch: np.ndarray, extra: bytes = b"") -> bytes:
-    """``{"signature_name": S, "instances": [{INPUT: {"b64": "..."}}, ...]}`` as bytes, built by joining.
+    """``{"signature_name": S, "instances": [{INPUT: {"b64": "..."}}, ...]}`` as bytes, built by joining
+    (``batch`` from ``wire_pixels``).
 
     ``extra`` (``,"k":5`` for serving_topk) is appended to every instance.
 
@@ -76,7 +88,6 @@ def _raw_b64_body(spec: ModelSpec, batch: np.ndarray, extra: bytes = b"") -> byt
     re-encode and scan it (~0.25 ms for float32). The names are still encoded by orjson, so the
     body is valid JSON whatever they contain.
     """
-    batch = np.ascontiguousarray(batch)
     instance_head = b"{" + orjson.dumps(spec.input_name) + b':{"' + B64_KEY.encode() + b'":"'
     parts = [b'{"', SIGNATURE_NAME_KEY.encode(), b'":', orjson.dumps(spec.signature), b',"', INSTANCES_KEY.encode(),
              b'":[']
