@@ -51,29 +51,20 @@ def classify(image_path: Path, url: str, model: str, signature: str, top: int = 
 
     ``url`` is the REST base URL, or ``grpc://host:port`` for the gRPC API.
     """
+    from flask_server.config import GatewayConfig
     from flask_server.labels import load_labels
     from flask_server.model_config import spec_from_table
+    from flask_server.registry import open_transport
     from flask_server.served_model import ServedModel
 
     # The gateway's own defaults: each signature's input format (model_config.signature_defaults),
-    # and the protocol the URL names (model_config.protocol_of).
+    # and the protocol the URL names (model_config.protocol_of), with the gateway's choice of transport.
     spec = spec_from_table("cli", {"model_name": model, "signature": signature}, Path("command line"), url)
-    served = ServedModel(spec, load_labels(spec.labels), _transport(spec))
+    config = GatewayConfig(backend_connect_timeout=CONNECT_TIMEOUT, backend_timeout=READ_TIMEOUT)
+    served = ServedModel(spec, load_labels(spec.labels), open_transport(spec, config))
     prediction = served.classify([image_path.read_bytes()], top)
     rows = [[row["wnid"], row["label"], round(row["score"], SCORE_DECIMALS)] for row in prediction.top_k[0]]
     return rows, prediction.warning
-
-
-def _transport(spec):
-    from flask_server.model_config import PROTOCOL_GRPC
-
-    if spec.protocol == PROTOCOL_GRPC:
-        from flask_server.grpc_transport import GrpcTransport
-
-        return GrpcTransport(spec.model_server_url, (CONNECT_TIMEOUT, READ_TIMEOUT))
-    from flask_server.backend import ModelServerClient
-
-    return ModelServerClient(spec.model_server_url, (CONNECT_TIMEOUT, READ_TIMEOUT))
 
 
 def main(argv: list[str] | None = None) -> int:
