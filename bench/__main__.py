@@ -39,8 +39,8 @@ from bench.paths import V2_BINARY, V2_JSON, gateway_send, model_server_send, tut
 from bench.procinfo import cpu_seconds, peak_rss_mb, rss_mb, tree
 from bench.servers import BareProcess, bare_process, bare_send, gateway, model_server
 from flask_server.model_config import DEFAULT_ROUTE
-from scripts.auto_cmd import DEFAULT_MODEL_NAME
 from scripts.processes import ChildDied
+from serving_contract.export import DEFAULT_MODEL_NAME
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,8 +45,8 @@ from bench.servers import gateway, model_server
 from bench.stats import percentile
 from flask_server.model_config import DEFAULT_ROUTE
 from flask_server.response_cache import CACHE_HEADER, HIT, MISS
-from scripts.auto_cmd import DEFAULT_MODEL_NAME
 from scripts.redis_process import RedisNotInstalled, start_redis_server
+from serving_contract.export import DEFAULT_MODEL_NAME
 
 NO_CACHE = "no cache"
 MEMORY_URL = "memory://?size=4096"

@@ -47,9 +47,8 @@ from bench.servers import HOST, gateway, model_server
 from flask_server import grpc_messages as messages
 from flask_server.config import GRPC_URL_SCHEME
 from flask_server.model_config import DEFAULT_ROUTE
-from scripts.auto_cmd import DEFAULT_MODEL_NAME
 from scripts.processes import free_port
-from serving_contract.export import INPUT_PIXELS_BYTES, OUTPUT_PROBABILITIES, SERVING_UINT8
+from serving_contract.export import DEFAULT_MODEL_NAME, INPUT_PIXELS_BYTES, OUTPUT_PROBABILITIES, SERVING_UINT8
 
 PATHS = ("direct REST", "direct gRPC", "gateway (REST hop)", "gateway (gRPC hop)")
 PAIRS = (("direct REST", "direct gRPC"), ("gateway (REST hop)", "gateway (gRPC hop)"))

@@ -24,7 +24,7 @@ from bench.models import export_in_subprocess, gateway_models_config
 from bench.paths import gateway_send
 from bench.servers import gateway, model_server
 from flask_server.model_config import DEFAULT_ROUTE
-from scripts.auto_cmd import DEFAULT_MODEL_NAME
+from serving_contract.export import DEFAULT_MODEL_NAME
 
 DEFAULT_REQUESTS = 2000
 INCEPTION_REQUESTS = 200  # ~20 s of InceptionV3 at ~10 img/s on 2 cores
