@@ -196,13 +196,11 @@ class VersionManager:
                 break
             except Exception as exc:
                 still_wanted = self._still_aspired(name, version)
+                if attempt == 0 and still_wanted and not self._stopping.is_set():
+                    log.error("%s", self._first_failure_line(name, version, exc))
                 if attempt >= self._max_load_retries or not still_wanted or self._stopping.is_set():
-                    if attempt == 0 and still_wanted and not self._stopping.is_set():
-                        log.error("%s", self._first_failure_line(name, version, exc))
                     self._fail_load(name, version, exc)
                     return
-                if attempt == 0:
-                    log.error("%s", self._first_failure_line(name, version, exc))
                 attempt += 1
                 if self._stopping.wait(max(self._load_retry_interval_s, 0)):
                     self._fail_load(name, version, exc)
