@@ -3,14 +3,13 @@ and while loading, clients are refused rather than queued."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 import requests
 
 from scripts.processes import LOOPBACK, model_server_command, model_state
-from tests.support.processes import free_port, only_line_starting, run_on_held_port, spawn
+from tests.support.processes import free_port, only_line_starting, port_closed, run_on_held_port, spawn
 from tests.support.tiny_models import export_tiny_classifier
 
 EXIT_TIMEOUT = 30.0  # bounds a hang; a busy port is reported well before TensorFlow is imported
@@ -50,7 +49,7 @@ def test_while_loading_connections_are_refused_not_queued(tiny_base_path):
         deadline = time.monotonic() + 60
         while not outcomes or outcomes[-1] != "AVAILABLE":
             assert server.alive() and time.monotonic() < deadline, server.log()
-            grpc_refused = port_refuses(grpc_port)
+            grpc_refused = port_closed(grpc_port)
             try:
                 outcomes.append(model_state(requests.get(f"{server.url}/v1/models/tiny", timeout=2))[0])
             except requests.ConnectionError:
@@ -64,12 +63,6 @@ def test_while_loading_connections_are_refused_not_queued(tiny_base_path):
         server.stop()
     assert "timed out" not in outcomes and outcomes[0] == "refused", outcomes
     assert grpc_while_loading == {True}, "the gRPC port accepted connections before the model was loaded"
-
-
-def port_refuses(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1)
-        return probe.connect_ex((LOOPBACK, port)) != 0
 
 
 @pytest.mark.e2e

@@ -9,7 +9,6 @@ and never open the REST port meanwhile.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import time
 import pytest
 
 from tests.model_server.conftest import export_simple_save, model_config_text
-from tests.support.processes import REPO_ROOT, free_port
+from tests.support.processes import REPO_ROOT, free_port, port_closed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -35,12 +34,6 @@ def start(args, port):
     return subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 def run_until_exit(args, timeout: float = 90.0) -> tuple[int, str, str, bool]:
     """Run the server until it exits; also report whether its REST port ever accepted a connection."""
     port = free_port()
@@ -49,7 +42,7 @@ def run_until_exit(args, timeout: float = 90.0) -> tuple[int, str, str, bool]:
     deadline = time.monotonic() + timeout
     try:
         while process.poll() is None and time.monotonic() < deadline:
-            opened = opened or port_open(port)
+            opened = opened or not port_closed(port)
             time.sleep(0.1)
         stdout, stderr = process.communicate(timeout=10)
     finally:
