@@ -220,7 +220,9 @@ class ModelServer:
             log.info("Reloading the model config; now serving: %s", ", ".join(m.name for m in models) or "nothing")
             self.models = models
             self.manager.set_models(models)
-            outcome = self.manager.wait_until_settled(min(timeout_s or RELOAD_WAIT_S, RELOAD_WAIT_S))
+            # None: the caller set no deadline. A deadline already passed (0 s) must not become the full wait.
+            wait_s = RELOAD_WAIT_S if timeout_s is None else max(0.0, min(timeout_s, RELOAD_WAIT_S))
+            outcome = self.manager.wait_until_settled(wait_s)
         missing = sorted(name for name, state in outcome.items() if state != "available")
         if missing:
             raise Unknown(self._unavailable_message(missing))

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import requests
 
-from model_server.config import ConfigError, ServerConfig
+from model_server.config import ConfigError, ServerConfig, parse_model_config_text
+from model_server.errors import Unknown
 from model_server.server import ModelServer
 from scripts.processes import LOOPBACK, free_port
 from tests.model_server.conftest import TINY_INPUT, model_config_text
@@ -81,6 +82,25 @@ def test_config_file_reload_adds_and_removes_models(model_paths, tmp_path):
                                                    and not available(server).get("tiny")):
             time.sleep(0.1)
         assert available(server).get("half_plus_two") == {1} and not available(server).get("tiny")
+
+
+def test_a_reload_whose_deadline_has_passed_does_not_wait_for_the_load(model_paths, tmp_path):
+    # A gRPC HandleReloadConfigRequest with an expired deadline hands over 0 s: the reload is still
+    # applied, but the answer must say the model is not available yet instead of waiting for it.
+    config = tmp_path / "models.config"
+    config.write_text(model_config_text({"tiny": model_paths["tiny"]}))
+    with running(model_config_file=str(config)) as server:
+        models = parse_model_config_text(str(_write(tmp_path / "new.config", model_config_text(
+            {"tiny": model_paths["tiny"], "half_plus_two": model_paths["half_plus_two"]}))))
+        with pytest.raises(Unknown, match="half_plus_two"):
+            server.reload_config(models, timeout_s=0.0)
+        server.reload_config(models, timeout_s=None)  # no deadline: waits until it is loaded
+        assert available(server).get("half_plus_two") == {1}
+
+
+def _write(path, text: str):
+    path.write_text(text)
+    return path
 
 
 def test_batching_runs_calls_through_the_scheduler(model_paths, tmp_path):
