@@ -41,7 +41,7 @@ from tensorflow_serving.apis import status_pb2
 
 from model_server.config import ModelConfig, model_configs_from_proto
 from model_server.example_codec import check_classify_outputs, check_regress_output, examples_of_input
-from model_server.errors import FailedPrecondition, InvalidArgument, ServingError, Unimplemented
+from model_server.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from model_server.model_calls import SubmitFn, run_with_deadline
 from model_server.repository import ModelRepository, ServableHandle
 from model_server.servable import (CLASSIFY_CLASSES_KEY, CLASSIFY_METHOD, CLASSIFY_SCORES_KEY, DEFAULT_SIGNATURE,
@@ -268,11 +268,6 @@ class GrpcApi:
                                   "Only ModelConfigList is currently supported")
         self._reload(model_configs_from_proto(request.config), timeout_s)
         return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto())
-
-
-def status_proto(exc: ServingError) -> status_pb2.StatusProto:
-    """The StatusProto of an error (ReloadConfigResponse.status)."""
-    return status_pb2.StatusProto(error_code=_ERROR_CODE_NUMBERS[exc.code].number, error_message=exc.message)
 
 
 def _require_model_spec(request) -> None:
